@@ -1,0 +1,3 @@
+from cifar100.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Checkpoints are plain data: a dict of tensors, numbers, strings and lists, saved atomically
+and loaded with `torch.load(weights_only=True)`, so a crafted file cannot run code.
+
+Layout (FORMAT_VERSION 1):
+    format: "cifar100-checkpoint", format_version: 1
+    model: {"arch": str, "kwargs": dict}        -> models.create_model(arch, **kwargs)
+    weights: state_dict of the network to evaluate (the EMA weights when EMA is on)
+    classes, coarse_classes (or None), fine_to_coarse (or None)
+    dataset: {"spec": str, "name": str, "val_size": int, "split_seed": int}
+    normalization: {"mean": [r, g, b], "std": [r, g, b]}  on the 0..1 pixel scale
+    epoch: int, metrics: {"val_acc": float, "val_loss": float, ...}
+    train_state: (last.pt only) optimizer, schedule, EMA, RNG, history: what --resume needs
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from cifar100.errors import CheckpointError
+from cifar100.fileio import atomic_torch_save
+
+FORMAT = "cifar100-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    return atomic_torch_save(path, payload)
+
+
+def resolve_checkpoint(run_or_checkpoint: str | Path, which: str = "best") -> Path:
+    """A run folder -> its checkpoints/{which}.pt (falling back to last.pt for a run that was
+    interrupted before its first best); a file -> itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        candidates = [path / "checkpoints" / f"{which}.pt", path / "checkpoints" / "last.pt"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{path} holds no checkpoint (looked for {', '.join(str(c) for c in candidates)})")
+    if not path.is_file():
+        raise CheckpointError(f"no run folder or checkpoint file at {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global that is not plain data: a file that tries to run
+        # code (or was saved from arbitrary objects) ends here.
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain-data checkpoint (it would need to run code "
+            f"or build arbitrary objects to load). Details: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cifar100 checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this cifar100 reads version {FORMAT_VERSION}"
+        )
+    return payload

@@ -1,0 +1,103 @@
+"""A trained model ready to use: the network with its normalisation built in, its class
+names, and where it came from. Shared by evaluate, predict, export and serve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifar100.checkpoint import load_checkpoint, resolve_checkpoint
+from cifar100.errors import CheckpointError
+from cifar100.models import create_model
+
+
+class Classifier(nn.Module):
+    """Takes RGB images as float (N, 3, H, W) on the 0..1 scale, returns logits: the
+    per-channel normalisation is part of the module, so exported models carry it too."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+@dataclass
+class LoadedModel:
+    classifier: Classifier
+    classes: list[str]
+    coarse_classes: list[str] | None
+    fine_to_coarse: list[int] | None
+    dataset: dict[str, Any]
+    checkpoint_path: Path
+    run_dir: Path | None
+    epoch: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> list[float]:
+        return self.classifier.mean.flatten().tolist()
+
+    @property
+    def std(self) -> list[float]:
+        return self.classifier.std.flatten().tolist()
+
+    @property
+    def device(self) -> torch.device:
+        return self.classifier.mean.device
+
+    @torch.no_grad()
+    def logits(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> torch.Tensor:
+        """images: uint8 (N, 32, 32, 3). Returns float32 logits (N, classes) on the CPU.
+        With tta, the logits of the image and its mirror image are averaged."""
+        x = torch.as_tensor(images)
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            logits = self.classifier(batch)
+            if tta:
+                logits = 0.5 * (logits + self.classifier(batch.flip(3)))
+            out.append(logits.float().cpu())
+        if not out:
+            return torch.zeros(0, len(self.classes))
+        return torch.cat(out)
+
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> np.ndarray:
+        return torch.softmax(self.logits(images, batch_size, tta), dim=1).numpy()
+
+
+def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a run folder (its best.pt, else last.pt) or a checkpoint file for inference."""
+    path = resolve_checkpoint(run_or_checkpoint, which)
+    payload = load_checkpoint(path)
+    try:
+        spec = payload["model"]
+        net = create_model(spec["arch"], **spec["kwargs"])
+        net.load_state_dict(payload["weights"])
+        norm = payload["normalization"]
+        classifier = Classifier(net, norm["mean"], norm["std"]).to(device).eval()
+        classes = list(payload["classes"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its model description: {exc}") from None
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    return LoadedModel(
+        classifier=classifier,
+        classes=classes,
+        coarse_classes=payload.get("coarse_classes"),
+        fine_to_coarse=payload.get("fine_to_coarse"),
+        dataset=dict(payload.get("dataset") or {}),
+        checkpoint_path=path,
+        run_dir=run_dir,
+        epoch=int(payload.get("epoch", 0)),
+        metrics=dict(payload.get("metrics") or {}),
+        model_config=dict(spec),
+    )
