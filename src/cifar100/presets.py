@@ -1,0 +1,163 @@
+"""Training presets are data: one `TrainConfig` each. Any field can be overridden from the
+command line (`--epochs 5`, `--set label_smoothing=0.1`); the loop never branches on a
+preset's name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cifar100.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "linear", "cosine", "plateau", "constant")
+FLIPS = ("none", "random", "alternating")
+
+
+@dataclass
+class TrainConfig:
+    description: str = ""
+    # Model: a registry name and its keyword arguments (num_classes comes from the dataset).
+    model: str = "stagenet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 512
+    # Optimizer. lr is the peak learning rate; weight decay skips BatchNorm and biases.
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    # Schedule: onecycle = linear warm-up over warmup_epochs then linear decay to 0;
+    # linear/cosine decay from the peak; plateau = Keras ReduceLROnPlateau on val loss.
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 = off; else per-step decay of an exponential moving average of weights
+    grad_clip: float = 0.0  # 0 = off; else max global gradient norm
+    # Augmentation, done on the device on whole batches.
+    translate: int = 2  # random shift of up to this many pixels (reflect padding + crop)
+    flip: str = "alternating"
+    cutout: int = 0  # side of a square zeroed at a random place; 0 = off
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # Data and run.
+    val_size: int = 5000
+    split_seed: int = 0  # the validation split's seed, fixed so seeds compare on the same split
+    seed: int = 0
+    compile: bool = False  # torch.compile the model (CUDA only; the first epoch pays for it)
+    channels_last: bool = True
+
+    def validate(self) -> "TrainConfig":
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        need(self.lr > 0, f"learning rate must be positive, got {self.lr}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.flip in FLIPS, f"flip must be one of {FLIPS}, got {self.flip!r}")
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(0 <= self.ema_decay < 1, f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        need(self.grad_clip >= 0, f"gradient clipping must be >= 0, got {self.grad_clip}")
+        need(0 <= self.translate <= 16, f"translate must be 0..16 pixels, got {self.translate}")
+        need(0 <= self.cutout <= 32, f"cutout must be 0..32 pixels, got {self.cutout}")
+        need(self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0")
+        need(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
+        need(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
+        need(self.plateau_patience >= 0 and 0 < self.plateau_factor < 1, "plateau patience >= 0 and 0 < factor < 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+        """A copy with fields replaced; unknown names and wrong types are ConfigErrors."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        values = {}
+        for name, value in overrides.items():
+            if name not in fields:
+                raise ConfigError(f"unknown setting {name!r}; settings: {', '.join(fields)}")
+            values[name] = _coerce(name, value, type(getattr(self, name)))
+        return dataclasses.replace(self, **values)
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if not isinstance(value, str) or kind is str:
+        return value
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is dict:
+            return json.loads(value)
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"setting {name}={value!r} is not a valid {kind.__name__}") from None
+
+
+# The presets. Each trick carries a one-line note of what it buys; see docs/tricks.md for
+# the measurements.
+PRESETS: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(
+        description="seconds on a CPU; for tests: a tiny model, 2 epochs",
+        model_kwargs={"widths": [16, 32, 32], "convs_per_stage": 1},
+        epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, warmup_epochs=0.5,
+        label_smoothing=0.1, val_size=100, translate=2, flip="alternating",
+    ),
+    "cpu": TrainConfig(
+        description="sized for a 2-core CPU: ~90% on CIFAR-10 in about 20 minutes",
+        model_kwargs={"widths": [32, 64, 128], "convs_per_stage": 2},
+        epochs=16, batch_size=256, lr=0.2, momentum=0.85, weight_decay=5e-4, warmup_epochs=2,
+        label_smoothing=0.2, ema_decay=0.0, translate=2, flip="alternating",
+    ),
+    "fast": TrainConfig(
+        description="seconds on one GPU: the airbench-style recipe, widened for 100 classes",
+        model_kwargs={"widths": [128, 384, 384], "convs_per_stage": 2},
+        epochs=12, batch_size=1024, lr=0.4, momentum=0.85, weight_decay=5e-4, warmup_epochs=2,
+        label_smoothing=0.2, translate=2, flip="alternating", compile=True,
+    ),
+    "standard": TrainConfig(
+        description="about a minute on one GPU: wider, deeper, longer, with EMA and cutout",
+        model_kwargs={"widths": [128, 512, 512], "convs_per_stage": 3},
+        epochs=40, batch_size=512, lr=0.2, momentum=0.9, weight_decay=5e-4, warmup_epochs=4,
+        label_smoothing=0.2, ema_decay=0.999, translate=4, cutout=12, flip="alternating", compile=True,
+    ),
+    "best": TrainConfig(
+        description="the longest and strongest: several minutes on one GPU",
+        model_kwargs={"widths": [192, 768, 768], "convs_per_stage": 3},
+        epochs=100, batch_size=512, lr=0.2, momentum=0.9, weight_decay=5e-4, warmup_epochs=5,
+        schedule="onecycle", label_smoothing=0.2, ema_decay=0.9995, translate=4, cutout=12,
+        mixup_alpha=0.2, flip="alternating", compile=True,
+    ),
+    "keras-seed": TrainConfig(
+        description="replica of the classic Keras CIFAR-100 notebook (48% test in Keras): the baseline",
+        model="keras_seed",
+        model_kwargs={"widths": [64, 128, 256], "dense": 512},
+        epochs=50, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
+        weight_decay=0.0, schedule="plateau", warmup_epochs=0, plateau_patience=3, plateau_factor=0.5,
+        label_smoothing=0.0, translate=3, flip="random", channels_last=False,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
