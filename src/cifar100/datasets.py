@@ -3,7 +3,9 @@ same thing: a `Dataset` of uint8 (N, 32, 32, 3) images and int64 labels per spli
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +72,56 @@ def split_train_val(train: Split, val_size: int, seed: int = 0) -> tuple[Split, 
     mask = np.ones(len(train), dtype=bool)
     mask[val_index] = False
     return train.subset(np.flatnonzero(mask)), train.subset(val_index)
+
+
+DATA_DIR_ENV = "CIFAR100_DATA"
+
+
+def default_data_dir() -> Path:
+    """Where datasets are cached when --data-dir is not given: $CIFAR100_DATA, else
+    ~/.cache/cifar100."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "cifar100"
+
+
+def load_dataset(
+    spec: str, data_dir: str | Path | None = None, download: bool = True, quiet: bool = False
+) -> Dataset:
+    """The dataset named by `spec`: "cifar100" (default), "cifar10", or the path of an image
+    folder or a .tar.gz of one. Archives are downloaded (unless download=False), verified and
+    extracted into `data_dir` on first use; image folders are decoded once and cached there."""
+    from cifar100.errors import ConfigError
+
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    name = str(spec).strip()
+    if name.lower() in ("cifar100", "cifar10"):
+        from cifar100.cifar_archives import archive_spec, load_cifar
+
+        return load_cifar(archive_spec(name.lower()), data_dir, download=download, quiet=quiet)
+    from cifar100.image_folder import is_image_folder_source, load_image_folder
+
+    path = Path(name).expanduser()
+    if not is_image_folder_source(path):
+        raise ConfigError(
+            f"unknown dataset {spec!r}: use cifar100, cifar10, or the path of an image folder "
+            f"(train/<class>/*, test/<class>/*) or of a .tar.gz of one"
+            + ("" if path.exists() else f" ({path} does not exist)")
+        )
+    return load_image_folder(path, data_dir, quiet=quiet)
+
+
+def channel_mean_std(images: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 (N, H, W, 3) images, on the 0..1 scale.
+    Sums run in int64 over chunks, so 50,000 images need no float copy of the whole set."""
+    if len(images) == 0:
+        return [float("nan")] * 3, [float("nan")] * 3
+    total = np.zeros(3, dtype=np.int64)
+    squares = np.zeros(3, dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, 3).astype(np.int64)
+        total += block.sum(axis=0)
+        squares += (block * block).sum(axis=0)
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return (mean / 255.0).tolist(), (std / 255.0).tolist()

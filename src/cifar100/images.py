@@ -31,17 +31,20 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
-def decode_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, label: str | None = None
+) -> Image.Image:
     """Decode a path or raw bytes into an upright (EXIF orientation applied) RGB image.
 
     Raises ImageError for a missing or empty file, something that is not an image, a truncated
-    image, and an image with more than `max_pixels` pixels (refused before decoding)."""
+    image, and an image with more than `max_pixels` pixels (refused before decoding). `label`
+    names the source in error messages (default: the path, or "the uploaded data")."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = "the uploaded data"
+        label = label or "the uploaded data"
     else:
         path = Path(source)
-        label = str(path)
+        label = label or str(path)
         if not path.is_file():
             raise ImageError(f"{label}: no such file" if not path.exists() else f"{label}: not a file")
         data = path.read_bytes()

@@ -1,0 +1,313 @@
+"""The official CIFAR-10 and CIFAR-100 python archives: where they live, their checksums, and
+how to read their pickles.
+
+Cache layout under the data dir (`--data-dir`, else `$CIFAR100_DATA`, else ~/.cache/cifar100):
+
+    cifar-100-python.tar.gz            the archive, present only once its md5 matched
+    cifar-100-python.tar.gz.part       an interrupted download, resumed by the next run
+    cifar-100-python/                  the extracted pickles ...
+    cifar-100-python/.extracted.json   ... complete and verified: written last, inside the
+                                       temporary folder that is then renamed into place
+
+Extraction happens once: into a temporary sibling folder, where the member md5s are checked
+and every pickle is read (so a truncated or inconsistent one never gets a marker), and the
+folder is renamed into place only then. A folder without the marker is never read.
+
+The download URL is `$CIFAR100_MIRROR/<archive name>` when that variable is set (a local
+mirror, or a test server), else the official one. `ArchiveSpec` holds everything that
+identifies an archive, so tests build one for an archive of their own with its own md5.
+
+The pickles are read with a restricted unpickler that builds numpy arrays and nothing else: the
+format is data, and a pickle that asks for any other Python object is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifar100.datasets import Dataset, Split
+from cifar100.download import download_file, file_md5, manual_download_hint
+from cifar100.errors import DatasetError, DownloadError
+
+MIRROR_ENV = "CIFAR100_MIRROR"
+MARKER = ".extracted.json"
+IMAGE_BYTES = 32 * 32 * 3
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    name: str  # "cifar100" or "cifar10": the dataset name and the pickle layout to read
+    url: str
+    md5: str
+    filename: str  # the archive's name in the cache
+    folder: str  # the folder the archive unpacks to
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    size: int | None = None  # bytes; only for the progress bar and messages
+    member_md5s: dict[str, str] = field(default_factory=dict)  # pickle name -> md5, if known
+
+    def with_base_url(self, base_url: str) -> "ArchiveSpec":
+        return replace(self, url=f"{base_url.rstrip('/')}/{self.filename}")
+
+
+CIFAR100 = ArchiveSpec(
+    name="cifar100",
+    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    md5="eb9058c3a382ffc7106e4002c42a8d85",
+    filename="cifar-100-python.tar.gz",
+    folder="cifar-100-python",
+    train_files=("train",),
+    test_files=("test",),
+    meta_file="meta",
+    size=169_001_437,
+    member_md5s={
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+)
+
+CIFAR10 = ArchiveSpec(
+    name="cifar10",
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    md5="c58f30108f718f92721af3b95e74349a",
+    filename="cifar-10-python.tar.gz",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_files=("test_batch",),
+    meta_file="batches.meta",
+    size=170_498_071,
+    member_md5s={
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+)
+
+ARCHIVES = {spec.name: spec for spec in (CIFAR100, CIFAR10)}
+
+
+def archive_spec(name: str, base_url: str | None = None) -> ArchiveSpec:
+    """The registry entry for `name`, its URL moved to `base_url` or `$CIFAR100_MIRROR`."""
+    spec = ARCHIVES[name]
+    base_url = base_url or os.environ.get(MIRROR_ENV)
+    return spec.with_base_url(base_url) if base_url else spec
+
+
+def load_cifar(spec: ArchiveSpec, data_dir: str | Path, *, download: bool = True, quiet: bool = False) -> Dataset:
+    """The dataset of `spec` from the cache in `data_dir`; downloads, verifies and extracts it
+    the first time."""
+    data_dir = Path(data_dir).expanduser()
+    folder = data_dir / spec.folder
+    if (folder / MARKER).is_file():
+        return read_extracted(spec, folder)
+    archive = ensure_archive(spec, data_dir, download=download, quiet=quiet)
+    return _extract_and_read(spec, archive, folder)
+
+
+def ensure_archive(spec: ArchiveSpec, data_dir: str | Path, *, download: bool = True, quiet: bool = False) -> Path:
+    """The path of the verified archive in `data_dir`, downloading it if needed and allowed."""
+    data_dir = Path(data_dir).expanduser()
+    archive = data_dir / spec.filename
+    if archive.is_file():
+        actual = file_md5(archive)
+        if actual != spec.md5:
+            raise DownloadError(
+                f"{archive} has md5 {actual}, expected {spec.md5}: it is not the {spec.name} "
+                f"archive, or it is damaged. Delete it so it is downloaded again, or replace it. "
+                + manual_download_hint(spec.url, spec.md5, archive, spec.size)
+            )
+        return archive
+    if not download:
+        raise DownloadError(
+            f"{spec.name} is not in {data_dir} and downloading is switched off. "
+            + manual_download_hint(spec.url, spec.md5, archive, spec.size)
+        )
+    return download_file(spec.url, archive, spec.md5, size=spec.size, quiet=quiet)
+
+
+def _extract_and_read(spec: ArchiveSpec, archive: Path, folder: Path) -> Dataset:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".extracting", dir=folder.parent))
+    try:
+        _extract_members(spec, archive, staging)
+        dataset = read_extracted(spec, staging)
+        marker = {"archive": spec.filename, "md5": spec.md5, "url": spec.url}
+        (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            # A folder without a marker: an older extraction that never finished.
+            shutil.rmtree(folder)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            # Another process finished the same extraction first; theirs is as good as ours.
+            if not (folder / MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataset
+
+
+def _extract_members(spec: ArchiveSpec, archive: Path, staging: Path) -> None:
+    """Copy out only the pickles we read, by name, so no path inside the archive can write
+    anywhere else."""
+    wanted = {f"{spec.folder}/{name}": name for name in (*spec.train_files, *spec.test_files, spec.meta_file)}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                name = wanted.pop(member.name.removeprefix("./"), None)
+                if name is None:
+                    continue
+                if not member.isfile():
+                    raise DatasetError(f"{archive}: {member.name} is not a regular file")
+                source = tar.extractfile(member)
+                with open(staging / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DatasetError(f"{archive} could not be unpacked ({exc}); delete it and run again") from None
+    if wanted:
+        raise DatasetError(f"{archive} does not contain {', '.join(sorted(wanted))}")
+    for name, expected in spec.member_md5s.items():
+        actual = file_md5(staging / name)
+        if actual != expected:
+            raise DatasetError(f"{archive}: {spec.folder}/{name} has md5 {actual}, expected {expected}")
+
+
+def read_extracted(spec: ArchiveSpec, folder: str | Path) -> Dataset:
+    """Read the pickles of an extracted archive into a `Dataset`."""
+    folder = Path(folder)
+    meta = read_pickle(folder / spec.meta_file)
+    if spec.name == "cifar100":
+        classes = _names(meta, "fine_label_names", folder / spec.meta_file)
+        coarse_classes = _names(meta, "coarse_label_names", folder / spec.meta_file)
+        label_key, coarse_key = "fine_labels", "coarse_labels"
+    else:
+        classes = _names(meta, "label_names", folder / spec.meta_file)
+        coarse_classes = None
+        label_key, coarse_key = "labels", None
+    splits = []
+    for files in (spec.train_files, spec.test_files):
+        parts = [_read_batch(folder / name, label_key, coarse_key, len(classes), coarse_classes) for name in files]
+        splits.append(
+            Split(
+                images=np.concatenate([p.images for p in parts]),
+                labels=np.concatenate([p.labels for p in parts]),
+                coarse_labels=None if coarse_key is None else np.concatenate([p.coarse_labels for p in parts]),
+            )
+        )
+    return Dataset(
+        name=spec.name, classes=classes, train=splits[0], test=splits[1], coarse_classes=coarse_classes, spec=spec.name
+    )
+
+
+def _read_batch(path: Path, label_key: str, coarse_key: str | None, num_classes: int, coarse_classes) -> Split:
+    batch = read_pickle(path)
+    data = _field(batch, "data", path)
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
+        raise DatasetError(
+            f"{path}: 'data' must be uint8 rows of {IMAGE_BYTES} values, got {data.dtype} {data.shape}"
+        )
+    # Rows are channel-planar (1024 red, 1024 green, 1024 blue), each plane row-major.
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = _labels(batch, label_key, path, len(images), num_classes)
+    coarse = None
+    if coarse_key is not None:
+        coarse = _labels(batch, coarse_key, path, len(images), len(coarse_classes))
+    return Split(np.ascontiguousarray(images), labels, coarse)
+
+
+def _labels(batch: dict, key: str, path: Path, count: int, num_classes: int) -> np.ndarray:
+    try:
+        labels = np.asarray(_field(batch, key, path), dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: '{key}' is not a list of integers") from None
+    if labels.shape != (count,):
+        raise DatasetError(f"{path}: {count} images but {labels.size} '{key}' (the lengths must match)")
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(f"{path}: '{key}' go from {labels.min()} to {labels.max()}, outside 0..{num_classes - 1}")
+    return labels
+
+
+def _names(meta: dict, key: str, path: Path) -> list[str]:
+    names = _field(meta, key, path)
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{path}: '{key}' must be a non-empty list of names")
+    return [n.decode("latin-1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _field(mapping: Any, key: str, path: Path) -> Any:
+    # The official pickles were written by Python 2: read with encoding="bytes", keys are bytes.
+    if isinstance(mapping, dict):
+        for candidate in (key.encode("ascii"), key):
+            if candidate in mapping:
+                return mapping[candidate]
+    raise DatasetError(f"{path} has no '{key}' entry: not a CIFAR pickle")
+
+
+def read_pickle(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _CifarUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path} is missing") from None
+    except DatasetError:
+        raise
+    except Exception as exc:  # pickle reports damage as many types: EOFError, UnpicklingError, ValueError...
+        raise DatasetError(
+            f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); delete its folder so it "
+            f"is extracted again from the verified archive"
+        ) from None
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _numpy_scalar():
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import scalar
+    return scalar
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    # Python 3 writes bytes this way under pickle protocol 2.
+    ("_codecs", "encode"): lambda: __import__("codecs").encode,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        factory = _ALLOWED_GLOBALS.get((module, name))
+        if factory is None:
+            raise DatasetError(f"the pickle asks for {module}.{name}, which a CIFAR pickle never needs; refusing it")
+        return factory()
