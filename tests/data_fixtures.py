@@ -16,7 +16,8 @@ them work offline.
 - `cifar10_jpeg`: Path of ../shared/data/cifar10-jpeg.tar.gz (real CIFAR-10, 50k/10k JPEGs).
 - `cifar10_jpeg_data_dir`: a data dir whose image-folder cache already holds cifar10-jpeg
   decoded, so `load_dataset(str(cifar10_jpeg), cifar10_jpeg_data_dir)` takes well under a
-  second (the first decode, ~15 s, happens once per test session).
+  second. It lives in .pytest_cache/, so the ~15-25 s decode happens once per machine (and
+  again only when the archive changes). Treat it as read-only.
 - `http_server` (function-scoped): a local HTTP server on 127.0.0.1 with Range support and
   switchable misbehaviour (see `FileServer`). `closed_port_url` (function-scoped): a URL on
   which nothing listens (connection refused).
@@ -27,6 +28,7 @@ Helpers for tests: `py2_pickle_bytes`, `write_cifar100_archive`, `write_cifar10_
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import socket
@@ -95,7 +97,7 @@ def planar_rows(images: np.ndarray) -> np.ndarray:
 
 def write_tar_gz(path: Path, folder: str, members: dict[str, bytes]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:  # level 1: fast, and still gzip
         info = tarfile.TarInfo(folder)
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
@@ -119,15 +121,15 @@ def cifar100_batch(rows: np.ndarray, fine, coarse, filenames, batch_label: str) 
     }
 
 
-def write_cifar100_archive(path: Path, train: dict, test: dict, meta: bytes, **overrides: bytes) -> Path:
+def write_cifar100_archive(path: Path, train: dict, test: dict, meta: bytes, overrides: dict | None = None) -> Path:
     """`train`/`test`: batch dicts (see cifar100_batch); `meta`: the meta file's bytes;
-    `overrides`: replace a member's bytes (e.g. a truncated pickle)."""
+    `overrides`: member name -> bytes to store instead (e.g. a truncated pickle)."""
     members = {"meta": meta, "train": py2_pickle_bytes(train), "test": py2_pickle_bytes(test)}
-    members.update(overrides)
+    members.update(overrides or {})
     return write_tar_gz(path, "cifar-100-python", members)
 
 
-def write_cifar10_archive(path: Path, images: np.ndarray, labels: np.ndarray, test_images, test_labels, **overrides) -> Path:
+def write_cifar10_archive(path: Path, images: np.ndarray, labels: np.ndarray, test_images, test_labels, overrides: dict | None = None) -> Path:
     members = {
         "batches.meta": py2_pickle_bytes(
             {b"num_cases_per_batch": len(images) // 5, b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_vis": 3072}
@@ -150,7 +152,7 @@ def write_cifar10_archive(path: Path, images: np.ndarray, labels: np.ndarray, te
             b"filenames": [f"test_{j}.png".encode() for j in range(len(test_labels))],
         }
     )
-    members.update(overrides)
+    members.update(overrides or {})
     return write_tar_gz(path, "cifar-10-batches-py", members)
 
 
@@ -168,7 +170,9 @@ def closed_port() -> int:
 # --- mini CIFAR-100 from the real partial data ------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def mini_cifar100_batches() -> tuple[dict, dict]:
+    """The train and test batch dicts of the mini CIFAR-100 (cached: copy before changing)."""
     images = np.load(CIFAR100_PARTIAL / "images.npz")
     labels = np.load(CIFAR100_PARTIAL / "labels.npz")
     batches = []
@@ -248,10 +252,13 @@ def cifar10_jpeg(shared_data) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar10_jpeg_data_dir(tmp_path_factory, cifar10_jpeg) -> Path:
+def cifar10_jpeg_data_dir(request, cifar10_jpeg) -> Path:
     from cifar100.datasets import load_dataset
 
-    data_dir = tmp_path_factory.mktemp("cifar10-jpeg-data")
+    # Kept in pytest's cache folder (.pytest_cache/, git-ignored) so that only the first test
+    # session on a machine pays the ~15 s decode; the image-folder cache key (the archive's
+    # path, size and mtime) still decides whether the .npz there is valid.
+    data_dir = request.config.cache.mkdir("cifar10-jpeg-data")
     load_dataset(str(cifar10_jpeg), data_dir, quiet=True)
     return data_dir
 

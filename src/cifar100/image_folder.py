@@ -1,5 +1,7 @@
 """Image-folder datasets: `train/<class>/*` and `test/<class>/*`, as a folder or a .tar.gz
-(.tgz, .tar) of one; the two split folders may also sit inside one top-level folder.
+(.tgz) of one; the two split folders may also sit inside one top-level folder. (Plain .tar is
+not accepted: tarfile reads a cut-off tar as a complete shorter one, and only gzip's checksum
+tells a cut-off archive from a whole one.)
 
 - Class names are the class folder names, sorted; train and test must have the same ones.
 - Any format Pillow reads; each image goes through `images.decode_image` and
@@ -22,6 +24,7 @@ stale cache file is rebuilt.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import sys
@@ -40,7 +43,7 @@ from cifar100.errors import DatasetError, ImageError
 from cifar100.images import decode_image, to_model_input
 
 SPLITS = ("train", "test")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 CACHE_FOLDER = "image-folders"
 CACHE_VERSION = 1
@@ -77,7 +80,7 @@ def load_image_folder(source: str | Path, cache_dir: str | Path, *, quiet: bool 
         raise DatasetError(f"{path}: no such folder or archive")
     if not is_image_folder_source(path):
         raise DatasetError(
-            f"{path} is neither a folder nor a .tar.gz/.tgz/.tar archive of one "
+            f"{path} is neither a folder nor a .tar.gz/.tgz archive of one "
             f"(an image-folder dataset is train/<class>/* and test/<class>/*)"
         )
     key = _source_key(path)
@@ -117,20 +120,29 @@ def _list_folder(root: Path) -> tuple[list[_File], set[str]]:
 def _list_archive(archive: Path) -> tuple[list[_File], set[str]]:
     contents: list[tuple[str, Callable[[], bytes]]] = []
     folders: set[str] = set()
+    with open(archive, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            raise DatasetError(f"{archive} is not a gzip-compressed tar archive (.tar.gz)")
     try:
-        # Streaming mode reads the archive once, front to back; members are never written to
-        # disk, so no path inside the archive can point outside it.
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                name = PurePosixPath(member.name.removeprefix("./")).as_posix()
-                if _skipped(PurePosixPath(name).parts):
-                    continue
-                if member.isdir():
-                    folders.add(name)
-                elif member.isfile():
-                    data = tar.extractfile(member).read()
-                    contents.append((name, lambda data=data: data))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        with gzip.open(archive, "rb") as raw:
+            # Streaming mode reads the archive once, front to back; members are never written
+            # to disk, so no path inside the archive can point outside it.
+            with tarfile.open(fileobj=raw, mode="r|") as tar:
+                for member in tar:
+                    name = PurePosixPath(member.name.removeprefix("./")).as_posix()
+                    if _skipped(PurePosixPath(name).parts):
+                        continue
+                    if member.isdir():
+                        folders.add(name)
+                    elif member.isfile():
+                        data = tar.extractfile(member).read()
+                        contents.append((name, lambda data=data: data))
+            # tarfile takes a cut-off header for the end of the archive and stops quietly, which
+            # would lose images; gzip's length and CRC check catches any cut, but only when the
+            # stream is read to its end, so read the rest (the padding after the end marker).
+            while raw.read(1 << 20):
+                pass
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise DatasetError(f"{archive} could not be read as a tar archive ({exc})") from None
     return _place(contents, folders, archive)
 
