@@ -74,9 +74,13 @@ def test_folder_reads_classes_labels_and_pixels(tmp_path):
     assert np.all(np.bincount(dataset.train.labels) == 4)
 
 
-def test_archive_with_a_top_folder_reads_like_the_folder(tmp_path):
-    root = make_folder(tmp_path / "colors")
-    archive = tar_folder(root, tmp_path / "shapes.tar.gz", top="colors")
+@pytest.mark.parametrize("layout", ["top-folder", "dot-then-top-folder"])
+def test_archive_with_a_top_folder_reads_like_the_folder(tmp_path, layout):
+    root = make_folder(tmp_path / "parent" / "colors")
+    if layout == "top-folder":  # tar czf shapes.tar.gz colors
+        archive = tar_folder(root, tmp_path / "shapes.tar.gz", top="colors")
+    else:  # cd parent && tar czf shapes.tar.gz .   ("./", "./colors/train/...")
+        archive = tar_folder(tmp_path / "parent", tmp_path / "shapes.tar.gz")
     from_folder = load_dataset(str(root), tmp_path / "data")
     from_archive = load_dataset(str(archive), tmp_path / "data")
     assert from_archive.name == "shapes" and from_archive.classes == from_folder.classes

@@ -150,6 +150,7 @@ def _extract_and_read(spec: ArchiveSpec, archive: Path, folder: Path) -> Dataset
         dataset = read_extracted(spec, staging)
         marker = {"archive": spec.filename, "md5": spec.md5, "url": spec.url}
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; a shared data dir should stay readable
         if folder.exists():
             # A folder without a marker: an older extraction that never finished.
             shutil.rmtree(folder)

@@ -129,9 +129,11 @@ def _list_archive(archive: Path) -> tuple[list[_File], set[str]]:
             # to disk, so no path inside the archive can point outside it.
             with tarfile.open(fileobj=raw, mode="r|") as tar:
                 for member in tar:
-                    name = PurePosixPath(member.name.removeprefix("./")).as_posix()
-                    if _skipped(PurePosixPath(name).parts):
-                        continue
+                    parts = PurePosixPath(member.name).parts
+                    parts = tuple(part for part in parts if part not in (".", "/"))
+                    if not parts or _skipped(parts):
+                        continue  # the archive's own "." entry, or a system file
+                    name = "/".join(parts)
                     if member.isdir():
                         folders.add(name)
                     elif member.isfile():
@@ -319,6 +321,7 @@ def _write_cache(cache_file: Path, key: str, dataset: Dataset) -> None:
             )
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data dir should stay readable
         os.replace(tmp, cache_file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
