@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -142,23 +142,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-class StepSchedule:
+def step_schedule(kind: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR factor per optimizer step. onecycle: linear warm-up then linear decay to zero (the
     speedrun schedule: a short high-LR phase, then annealing); linear: decay from the peak;
-    cosine: warm-up then cosine decay; constant: the peak throughout (plateau builds on it)."""
+    cosine: warm-up then cosine decay; constant: the peak throughout (plateau builds on it).
+    A closure, not an object, so LambdaLR's state_dict does not save it: on resume the
+    schedule always follows the run's current config."""
+    total = max(1, total_steps)
+    warmup = warmup_steps if kind in ("onecycle", "cosine") else 0
 
-    def __init__(self, kind: str, total_steps: int, warmup_steps: int):
-        self.kind, self.total, self.warmup = kind, max(1, total_steps), warmup_steps if kind in ("onecycle", "cosine") else 0
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind in ("constant", "plateau"):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind in ("constant", "plateau"):
             return 1.0
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        if self.kind == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0 - progress
+
+    return factor
 
 
 def mixed_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:
@@ -330,8 +333,8 @@ class Trainer:
         self.optimizer = build_optimizer(net, cfg)
         self.steps_per_epoch = len(self.train_loader)
         total = self.steps_per_epoch * cfg.epochs
-        self.step_schedule = StepSchedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.step_schedule)
+        schedule = step_schedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
@@ -401,6 +404,8 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # config.json is the truth for settings: a peak LR edited there takes effect on resume.
+        self.scheduler.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
         if self.ema and state.get("ema"):

@@ -59,7 +59,7 @@ class TrainConfig:
 
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
-        need(self.lr > 0, f"learning rate must be positive, got {self.lr}")
+        need(0 < self.lr < float("inf"), f"learning rate must be a positive number, got {self.lr}")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.flip in FLIPS, f"flip must be one of {FLIPS}, got {self.flip!r}")

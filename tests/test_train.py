@@ -1,0 +1,140 @@
+"""`cifar100 train`: it learns, its run folder holds what it promises, an interrupted run
+resumes to the same history, torchrun runs it on two processes, and a diverging run stops
+with a clear message and keeps its last good checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar100.checkpoint import load_checkpoint
+from run_fixtures import run_cli
+
+
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_train_learns_and_writes_run_folder(tmp_path, synthetic_folder):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+                     "--out", run_dir, "--epochs", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "checkpoints/best.pt"
+    assert metrics["test"]["top1"] > 0.8  # chance is 0.25
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["preset"] == "smoke"
+    assert config["config"]["epochs"] == 3 and config["seed"] == 0
+    assert config["dataset"]["num_classes"] == 4 and config["dataset"]["val_size"] == 100
+    assert "torch" in config["versions"] and config["device"].startswith("CPU")
+
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    best_epoch = max(rows, key=lambda r: float(r["val_acc"]))["epoch"]
+
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert best["epoch"] == metrics["epoch"] == int(best_epoch)
+    assert last["epoch"] == 3 and "train_state" in last and "train_state" not in best
+    assert best["classes"] == ["blue", "green", "red", "stripes"]
+
+
+def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder):
+    common = ["--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+              "--epochs", "4", "--quiet", "--no-evaluate"]
+    whole = tmp_path / "whole"
+    assert run_cli("train", *common, "--out", whole).returncode == 0
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "cifar100", "train", *map(str, common), "--out", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ((cut / "history.csv").exists() and len(history(cut)) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(history(cut))
+    assert done < 4, "the run finished before the kill; make the epochs longer"
+    assert load_checkpoint(cut / "checkpoints" / "last.pt")["epoch"] == done  # intact after kill -9
+    assert not list((cut / "checkpoints").glob("*.tmp"))
+
+    resumed = run_cli("train", "--resume", cut, "--quiet", "--no-evaluate")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_time(history(cut)) == without_time(history(whole))
+    a = load_checkpoint(cut / "checkpoints" / "last.pt")["weights"]
+    b = load_checkpoint(whole / "checkpoints" / "last.pt")["weights"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_processes_write_one_run_folder(tmp_path, synthetic_folder):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "cifar100", "train", "--preset", "smoke", "--dataset", str(synthetic_folder), "--device", "cpu",
+         "--data-dir", str(tmp_path / "cache"), "--epochs", "2", "--quiet", "--no-evaluate", "--name", "ddp"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in runs.iterdir()] == ["ddp"]
+    run_dir = runs / "ddp"
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+    assert len(history(run_dir)) == 2
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["top1"] > 0.5
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path, synthetic_folder):
+    run_dir = tmp_path / "run"
+    first = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+                    "--out", run_dir, "--epochs", "1", "--quiet", "--no-evaluate")
+    assert first.returncode == 0, first.stderr
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+
+    # Continue for a second epoch with an absurd learning rate: the loss overflows.
+    config = json.loads((run_dir / "config.json").read_text())
+    config["config"].update(epochs=2, lr=1e38)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    result = run_cli("train", "--resume", run_dir, "--quiet", "--no-evaluate")
+
+    assert result.returncode == 2
+    assert "NaN or infinite at step" in result.stderr and "--lr" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    assert len(history(run_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "-1"], "epochs must be at least 1"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--lr", "0"], "learning rate must be a positive number"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--set", "colour=red"], "unknown setting 'colour'"),
+    ],
+)
+def test_bad_settings_are_refused_before_training(tmp_path, flags, message):
+    result = run_cli("train", "--dataset", "cifar10", "--data-dir", tmp_path, "--out", tmp_path / "run", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "run").exists()
