@@ -40,22 +40,23 @@ def decode_image(
     image, and an image with more than `max_pixels` pixels (refused before decoding). `label`
     names the source in error messages (default: the path, or "the uploaded data")."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
         label = label or "the uploaded data"
+        size = len(source)
+        stream: io.BytesIO | Path = io.BytesIO(bytes(source))
     else:
-        path = Path(source)
-        label = label or str(path)
-        if not path.is_file():
-            raise ImageError(f"{label}: no such file" if not path.exists() else f"{label}: not a file")
-        data = path.read_bytes()
-    if not data:
+        stream = Path(source)
+        label = label or str(stream)
+        if not stream.is_file():
+            raise ImageError(f"{label}: no such file" if not stream.exists() else f"{label}: not a file")
+        size = stream.stat().st_size  # the file itself is read only as far as Pillow needs
+    if size == 0:
         raise ImageError(f"{label}: the file is empty (0 bytes), not an image")
 
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make it a refusal too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(stream) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -73,6 +74,8 @@ def decode_image(
         raise ImageError(
             f"{label}: not an image Pillow can read (JPEG, PNG, WebP, BMP, GIF, TIFF, ...)"
         ) from None
+    except PermissionError as exc:
+        raise ImageError(f"{label}: cannot be read ({exc.strerror})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports a cut-off or corrupt pixel stream as OSError ("image file is
         # truncated"), and a broken header as SyntaxError/ValueError, depending on the format.
