@@ -436,53 +436,60 @@ class Trainer:
         })
 
     def fit(self) -> TrainResult:
-        cfg, rt = self.cfg, self.rt
-        if rt.is_main:
+        if self.rt.is_main:
             self.run.prepare(checkpoint_bytes=12 * count_parameters(self.net))
             if self.start_epoch == 1:
                 self.write_config()
         progress = self._progress()
-        for epoch in range(self.start_epoch, cfg.epochs + 1):
-            started = time.perf_counter()
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch)
-            try:
-                train_loss, train_acc = self._train_epoch(epoch, progress)
-            except KeyboardInterrupt:
-                if progress is not None:
-                    progress.close()
-                if rt.is_main:
-                    done = epoch - 1
-                    print(
-                        f"\ninterrupted in epoch {epoch}; {self.run.last} holds epoch {done}. "
-                        f"Continue with: cifar100 train --resume {self.run.root}",
-                        file=sys.stderr,
-                    )
-                raise
-            val_loss, val_acc = evaluate_loader(self.eval_model, self.val_loader, self.autocast) if self.val_loader.num_samples else (float("nan"), float("nan"))
-            if self.plateau:
-                self.plateau.step(val_loss if not math.isnan(val_loss) else train_loss)
-            seconds = time.perf_counter() - started
-            self.elapsed += seconds
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                "val_acc": val_acc, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-            }
-            self.history.append(row)
-            score = val_acc if not math.isnan(val_acc) else train_acc
-            improved = score > self.best_val_acc
-            if improved:
-                self.best_val_acc, self.best_epoch = score, epoch
-            if rt.is_main:
-                metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
-                if improved:
-                    save_checkpoint(self.run.best, self._payload(epoch, metrics, with_train_state=False))
-                save_checkpoint(self.run.last, self._payload(epoch, metrics, with_train_state=True))
-                self.run.write_history(self.history)
-                self._log_epoch(row, progress)
+        saved_epoch = self.start_epoch - 1  # the epoch last.pt holds
+        try:
+            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+                self._run_epoch(epoch, progress)
+                saved_epoch = epoch
+        except KeyboardInterrupt:
+            if progress is not None:
+                progress.close()
+            if self.rt.is_main:
+                held = f"{self.run.last} holds epoch {saved_epoch}" if saved_epoch else "no epoch had finished"
+                print(f"\ninterrupted in epoch {saved_epoch + 1}; {held}. "
+                      f"Continue with: cifar100 train --resume {self.run.root}", file=sys.stderr)
+            raise
         if progress is not None:
             progress.close()
-        rt.barrier()
+        self.rt.barrier()
         return self._finish()
+
+    def _run_epoch(self, epoch: int, progress) -> None:
+        """Train one epoch, validate, then (rank 0) save best.pt if it improved, last.pt, and
+        the history, in that order: each write is atomic, so a kill between them is harmless."""
+        started = time.perf_counter()
+        torch.manual_seed(self.cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch)
+        train_loss, train_acc = self._train_epoch(epoch, progress)
+        if self.val_loader.num_samples:
+            val_loss, val_acc = evaluate_loader(self.eval_model, self.val_loader, self.autocast)
+        else:
+            val_loss = val_acc = float("nan")
+        if self.plateau:
+            self.plateau.step(train_loss if math.isnan(val_loss) else val_loss)
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        row = {
+            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+            "val_acc": val_acc, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+        }
+        self.history.append(row)
+        # Without a validation split, selection falls back to training accuracy.
+        score = train_acc if math.isnan(val_acc) else val_acc
+        improved = score > self.best_val_acc
+        if improved:
+            self.best_val_acc, self.best_epoch = score, epoch
+        if self.rt.is_main:
+            metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
+            if improved:
+                save_checkpoint(self.run.best, self._payload(epoch, metrics, with_train_state=False))
+            save_checkpoint(self.run.last, self._payload(epoch, metrics, with_train_state=True))
+            self.run.write_history(self.history)
+            self._log_epoch(row, progress)
 
     def _train_epoch(self, epoch: int, progress) -> tuple[float, float]:
         cfg, device = self.cfg, self.rt.device
