@@ -67,8 +67,8 @@ def download_file(
     """Download `url` to `dest` and verify its md5; returns `dest`.
 
     `size` (expected bytes, optional) only improves the progress bar and the error message.
-    `attempts` counts tries after transient failures (broken transfer, timeout, HTTP 5xx);
-    between tries we wait `retry_wait`, doubling each time."""
+    `attempts`: requests in all while failures are of the kind a retry may fix (a transfer
+    that breaks off, a timeout, HTTP 5xx); between them we wait `retry_wait`, doubling."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
