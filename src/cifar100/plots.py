@@ -64,3 +64,327 @@ def plot_class_distribution(
     ax.grid(axis="y", alpha=0.3)
     fig.subplots_adjust(left=0.05, right=0.99, top=0.93, bottom=0.2)
     return save_figure(fig, path)
+
+
+# --- Evaluation figures (evaluate.py, compare.py) -------------------------------------------
+# Every size is fixed in inches (x DPI = pixels), so each PNG has a known pixel size.
+HISTORY_SIZE = (15.0, 4.5)
+CONFUSION_SIZE = (14.0, 12.0)
+SUPERCLASS_CONFUSION_SIZE = (11.0, 10.0)
+PER_CLASS_SIZE = (16.0, 6.5)
+RELIABILITY_SIZE = (7.0, 7.5)
+EVAL_GALLERY_GRID = (4, 8)  # rows, columns: the gallery is this size whatever the image count
+EVAL_GALLERY_CELL = (1.9, 2.25)  # inches per image: three lines of text above a picture
+EVAL_GALLERY_HEADER = 0.6
+GRADCAM_COLUMNS = 8
+GRADCAM_SIZE = (16.0, 5.2)
+PASSED_COLOR = "#1a9641"
+FAILED_COLOR = "#d7191c"
+
+
+def _percent_axis(ax) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+
+
+def _finite(x, y):
+    """(x, y) with the points where y is missing (NaN) left out: a run without a validation
+    split still draws its training curves."""
+    import numpy as np
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _history_axes(title: str):
+    fig, axes = plt.subplots(1, 3, figsize=HISTORY_SIZE)
+    fig.suptitle(title, fontsize=13, weight="bold")
+    for ax, (name, ylabel) in zip(axes, [("Accuracy", "accuracy"), ("Loss", "cross-entropy loss"), ("Learning rate", "learning rate")]):
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    _percent_axis(axes[0])
+    fig.subplots_adjust(left=0.05, right=0.985, bottom=0.13, top=0.84, wspace=0.25)
+    return fig, axes
+
+
+def plot_history(history: dict, path: str | Path, best_epoch: int | None = None, title: str = "Training history") -> Path:
+    """Keras-style curves: train/validation accuracy and loss per epoch, and the learning rate,
+    with the best epoch marked on every panel. history: columns of history.csv as sequences
+    (accuracies as fractions 0..1)."""
+    import numpy as np
+
+    epochs = np.asarray(history["epoch"], dtype=float)
+    if len(epochs) == 0:
+        raise ValueError("the history has no epochs to plot")
+    fig, (acc_ax, loss_ax, lr_ax) = _history_axes(title)
+    for ax, column, label, style in [
+        (acc_ax, "train_acc", "train", "-"), (acc_ax, "val_acc", "validation", "-"),
+        (loss_ax, "train_loss", "train", "-"), (loss_ax, "val_loss", "validation", "-"),
+    ]:
+        x, y = _finite(epochs, history[column])
+        if len(x):
+            ax.plot(x, y, style, marker="o" if len(x) <= 30 else None, markersize=3,
+                    color="tab:blue" if label == "train" else "tab:orange", label=label)
+    x, y = _finite(epochs, history["lr"])
+    lr_ax.plot(x, y, color="tab:green", marker="o" if len(x) <= 30 else None, markersize=3)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if best_epoch is not None:
+        for ax in (acc_ax, loss_ax, lr_ax):
+            ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        row = int(np.flatnonzero(epochs == best_epoch)[0]) if (epochs == best_epoch).any() else None
+        if row is not None and np.isfinite(float(history["val_acc"][row])):
+            best_acc = float(history["val_acc"][row])
+            acc_ax.plot([best_epoch], [best_acc], marker="*", markersize=14, color="tab:red", zorder=5)
+            acc_ax.annotate(f"{100 * best_acc:.1f}%", (best_epoch, best_acc), textcoords="offset points",
+                            xytext=(6, -14), fontsize=9, color="tab:red")
+    acc_ax.legend(loc="lower right", fontsize=9)
+    loss_ax.legend(loc="upper right", fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_history_comparison(histories: dict, path: str | Path, title: str = "Runs compared") -> Path:
+    """Several runs' histories overlaid, one colour per run: validation solid, training dashed.
+    histories: run name -> history columns (as for plot_history)."""
+    if not histories:
+        raise ValueError("no runs to compare")
+    fig, (acc_ax, loss_ax, lr_ax) = _history_axes(title)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, history) in enumerate(histories.items()):
+        color = colors[i % len(colors)]
+        for ax, split, style in [(acc_ax, "val", "-"), (acc_ax, "train", "--"), (loss_ax, "val", "-"), (loss_ax, "train", "--")]:
+            column = f"{split}_acc" if ax is acc_ax else f"{split}_loss"
+            x, y = _finite(history["epoch"], history[column])
+            if len(x):
+                ax.plot(x, y, style, color=color, linewidth=1.8 if split == "val" else 1.0,
+                        label=f"{name} ({'validation' if split == 'val' else 'train'})")
+        x, y = _finite(history["epoch"], history["lr"])
+        lr_ax.plot(x, y, color=color, label=name)
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    acc_ax.legend(loc="lower right", fontsize=8)
+    lr_ax.legend(loc="upper right", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(
+    confusion,
+    class_names: list[str],
+    path: str | Path,
+    title: str = "Confusion matrix",
+    order=None,
+    groups: list[tuple[str, int]] | None = None,
+    size: tuple[float, float] = CONFUSION_SIZE,
+) -> Path:
+    """Row-normalised confusion matrix (each row: where the images of that true class went).
+    order: a permutation of the classes (e.g. grouped by superclass); groups: (name, size) runs
+    of consecutive classes in that order, drawn as blocks and named on the right. Cells are
+    annotated with their percentage when there are 20 classes or fewer."""
+    import numpy as np
+    from matplotlib.colors import PowerNorm
+
+    confusion = np.asarray(confusion, dtype=float)
+    k = len(class_names)
+    if confusion.shape != (k, k):
+        raise ValueError(f"confusion matrix {confusion.shape} does not match {k} class names")
+    order = np.arange(k) if order is None else np.asarray(order)
+    confusion = confusion[np.ix_(order, order)]
+    names = [class_names[i] for i in order]
+    support = confusion.sum(axis=1, keepdims=True)
+    shares = np.divide(confusion, support, out=np.zeros_like(confusion), where=support > 0)
+    fontsize = max(4.5, min(10.0, 560 / k))
+    # Lay the square matrix out in inches: margins wide enough for the longest class name (and
+    # superclass name on the right), then the colour bar; the rest of the figure is the matrix.
+    width, height = size
+    name_in = 0.45 + max(len(n) for n in names) * fontsize * 0.6 / 72
+    group_in = 0.3 + max(len(g) for g, _ in groups) * (fontsize + 1) * 0.6 / 72 if groups else 0.2
+    side = min(width - name_in - group_in - 1.2, height - name_in - 0.8)
+    left = name_in + (width - name_in - group_in - 1.2 - side) / 2
+    fig = plt.figure(figsize=size)
+    ax = fig.add_axes((left / width, name_in / height, side / width, side / height))
+    # A square-root colour scale: the few-percent confusions that matter stay visible next to
+    # a diagonal near 100%.
+    image = ax.imshow(shares, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(names, rotation=90, fontsize=fontsize)
+    ax.set_yticklabels(names, fontsize=fontsize)
+    ax.set_xlabel("predicted class", fontsize=11)
+    ax.set_ylabel("true class", fontsize=11)
+    ax.set_title(title, fontsize=13, weight="bold", pad=12)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j] > 0:
+                    ax.text(j, i, f"{100 * shares[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    if groups:
+        right = ax.secondary_yaxis("right")
+        start, centers, labels = 0, [], []
+        for name, count in groups:
+            if start:
+                ax.axhline(start - 0.5, color="0.35", linewidth=0.6)
+                ax.axvline(start - 0.5, color="0.35", linewidth=0.6)
+            centers.append(start + (count - 1) / 2)
+            labels.append(name)
+            start += count
+        right.set_yticks(centers)
+        right.set_yticklabels(labels, fontsize=max(6.0, fontsize + 1))
+        right.tick_params(length=0)
+    bar = fig.add_axes(((left + side + group_in) / width, name_in / height, 0.18 / width, side / 2 / height))
+    fig.colorbar(image, cax=bar, label="share of the true class's images")
+    _percent_axis(bar)
+    return save_figure(fig, path)
+
+
+def plot_per_class_accuracy(class_names: list[str], accuracies, path: str | Path, named: int = 5,
+                            title: str = "Per-class accuracy") -> Path:
+    """Every class's accuracy, sorted, best on the left; the `named` best and worst classes in
+    green and red and listed in a box. Classes with no test image (NaN) are left out."""
+    import numpy as np
+
+    accuracies = np.asarray(accuracies, dtype=float)
+    if len(accuracies) != len(class_names):
+        raise ValueError(f"{len(accuracies)} accuracies for {len(class_names)} classes")
+    present = np.flatnonzero(np.isfinite(accuracies))
+    if len(present) == 0:
+        raise ValueError("no class has an accuracy to plot")
+    order = present[np.argsort(-accuracies[present], kind="stable")]
+    values = accuracies[order]
+    k = len(order)
+    named = min(named, k // 2)
+    colors = ["tab:blue"] * k
+    for i in range(named):
+        colors[i], colors[k - 1 - i] = PASSED_COLOR, FAILED_COLOR
+    fig = plt.figure(figsize=PER_CLASS_SIZE)
+    ax = fig.add_axes((0.05, 0.25, 0.72, 0.66))
+    ax.bar(range(k), values, color=colors, width=0.8)
+    mean = float(values.mean())
+    ax.axhline(mean, color="0.3", linestyle="--", linewidth=1, label=f"mean of classes {100 * mean:.1f}%")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels([class_names[i] for i in order], rotation=90, fontsize=max(5.0, min(10.0, 700 / k)))
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylim(0, 1.02)
+    _percent_axis(ax)
+    ax.set_ylabel("accuracy (share of the class's test images)")
+    ax.set_title(f"{title} ({k} classes, sorted)", fontsize=13, weight="bold")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9)
+    lines = ["Best classes"] + [f"  {class_names[i]}: {100 * accuracies[i]:.1f}%" for i in order[:named]]
+    lines += ["", "Worst classes"] + [f"  {class_names[i]}: {100 * accuracies[i]:.1f}%" for i in order[::-1][:named]]
+    fig.text(0.8, 0.9, "\n".join(lines), va="top", fontsize=10, family="monospace")
+    return save_figure(fig, path)
+
+
+def plot_reliability_diagram(edges, bin_confidence, bin_accuracy, bin_count, ece: float, path: str | Path,
+                             title: str = "Reliability diagram") -> Path:
+    """Confidence against accuracy per confidence bin, with the diagonal of a perfectly
+    calibrated model; the gaps are shaded and the lower panel shows how many predictions
+    fall in each bin."""
+    import numpy as np
+
+    edges = np.asarray(edges, dtype=float)
+    conf = np.asarray(bin_confidence, dtype=float)
+    acc = np.asarray(bin_accuracy, dtype=float)
+    count = np.asarray(bin_count, dtype=float)
+    left, width = edges[:-1], np.diff(edges)
+    used = count > 0
+    fig, (ax, hist_ax) = plt.subplots(2, 1, figsize=RELIABILITY_SIZE, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig.subplots_adjust(left=0.13, right=0.96, top=0.91, bottom=0.09, hspace=0.08)
+    ax.bar(left[used], acc[used], width=width[used], align="edge", color="tab:blue", edgecolor="white", label="accuracy")
+    gap_bottom = np.minimum(acc, conf)[used]
+    ax.bar(left[used], np.abs(acc - conf)[used], bottom=gap_bottom, width=width[used], align="edge",
+           color="tab:red", alpha=0.35, hatch="//", edgecolor="tab:red", label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "--", color="0.3", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=13, weight="bold")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.text(0.97, 0.05, f"ECE = {100 * ece:.2f}%", transform=ax.transAxes, ha="right", fontsize=12,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"})
+    ax.grid(alpha=0.3)
+    total = max(count.sum(), 1)
+    hist_ax.bar(left, count / total, width=width, align="edge", color="0.5", edgecolor="white")
+    hist_ax.set_ylabel("share of\npredictions")
+    hist_ax.set_xlabel("confidence (top-1 probability)")
+    hist_ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _inch_canvas(width: float, height: float):
+    """A figure with one invisible axes whose data units are inches from the bottom-left
+    corner: many pictures and labels go on it without an axes each (32 axes cost seconds)."""
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    return fig, ax
+
+
+def plot_prediction_gallery(images, true_names: list[str], predicted_names: list[str], confidences, path: str | Path,
+                            title: str = "Predictions on test images") -> Path:
+    """Test images in a fixed grid (EVAL_GALLERY_GRID), each with its true and predicted class
+    and the confidence, framed and marked PASSED (green) or FAILED (red)."""
+    from matplotlib.patches import Rectangle
+
+    rows, cols = EVAL_GALLERY_GRID
+    if len(images) > rows * cols:
+        raise ValueError(f"the gallery holds at most {rows * cols} images, got {len(images)}")
+    cell_w, cell_h = EVAL_GALLERY_CELL
+    fig_w, fig_h = cols * cell_w, rows * cell_h + EVAL_GALLERY_HEADER
+    fig, ax = _inch_canvas(fig_w, fig_h)
+    passed = sum(t == p for t, p in zip(true_names, predicted_names))
+    if len(images):
+        title += f"  -  PASSED {passed}/{len(images)}"
+    ax.text(fig_w / 2, fig_h - 0.3, title, ha="center", va="center", fontsize=13, weight="bold")
+    side = 1.35  # inches of picture, centred in the cell under three lines of text
+    for i, image in enumerate(images):
+        row, col = divmod(i, cols)
+        ok = true_names[i] == predicted_names[i]
+        color = PASSED_COLOR if ok else FAILED_COLOR
+        left = col * cell_w + (cell_w - side) / 2
+        bottom = fig_h - EVAL_GALLERY_HEADER - (row + 1) * cell_h + 0.08
+        ax.imshow(image, interpolation="nearest", aspect="auto", extent=(left, left + side, bottom, bottom + side))
+        ax.add_patch(Rectangle((left, bottom), side, side, fill=False, edgecolor=color, linewidth=4))
+        top, x = bottom + side + 0.08, (col + 0.5) * cell_w
+        ax.text(x, top + 0.5, f"{'PASSED' if ok else 'FAILED'}  {100 * float(confidences[i]):.0f}%",
+                ha="center", va="bottom", fontsize=9, weight="bold", color=color)
+        ax.text(x, top + 0.25, f"true: {true_names[i]}", ha="center", va="bottom", fontsize=8)
+        ax.text(x, top, f"pred: {predicted_names[i]}", ha="center", va="bottom", fontsize=8, color=color)
+    return save_figure(fig, path)
+
+
+def plot_gradcam(images, heatmaps, true_names: list[str], predicted_names: list[str], confidences, path: str | Path,
+                 title: str = "Grad-CAM: where the network looked") -> Path:
+    """Each image above its Grad-CAM heat map (for the predicted class) laid over it, at most
+    GRADCAM_COLUMNS images. heatmaps: float (N, 32, 32) in 0..1."""
+    import numpy as np
+
+    n = len(images)
+    if n == 0 or n > GRADCAM_COLUMNS:
+        raise ValueError(f"Grad-CAM shows 1 to {GRADCAM_COLUMNS} images, got {n}")
+    fig, axes = plt.subplots(2, GRADCAM_COLUMNS, figsize=GRADCAM_SIZE)
+    fig.suptitle(title, fontsize=13, weight="bold")
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.82, bottom=0.02, wspace=0.08, hspace=0.3)
+    for i in range(GRADCAM_COLUMNS):
+        top_ax, cam_ax = axes[0, i], axes[1, i]
+        for ax in (top_ax, cam_ax):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if i >= n:
+            top_ax.axis("off")
+            cam_ax.axis("off")
+            continue
+        ok = true_names[i] == predicted_names[i]
+        top_ax.imshow(images[i], interpolation="nearest")
+        top_ax.set_title(f"true: {true_names[i]}", fontsize=9)
+        cam_ax.imshow(images[i], interpolation="nearest")
+        cam_ax.imshow(np.asarray(heatmaps[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear",
+                      extent=(-0.5, images[i].shape[1] - 0.5, images[i].shape[0] - 0.5, -0.5))
+        cam_ax.set_title(f"pred: {predicted_names[i]} {100 * float(confidences[i]):.0f}%", fontsize=9,
+                         color=PASSED_COLOR if ok else FAILED_COLOR)
+    return save_figure(fig, path)

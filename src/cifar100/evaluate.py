@@ -1,0 +1,389 @@
+"""`evaluate_run`: the numbers and pictures of a trained model, for a finished or interrupted run
+folder or a bare checkpoint. Writes metrics.json, plots/*.png and report.html, and returns the
+metrics. The training engine calls it at the end of every run; `cifar100 evaluate` calls it
+again at any time.
+
+Every number is computed once from the model's logits (metrics.py) and every figure is drawn
+from those numbers (plots.py), so the figures and metrics.json always agree."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifar100.datasets import Dataset, Split, split_train_val
+from cifar100.errors import CheckpointError, ConfigError, DatasetError
+from cifar100.fileio import read_json, write_json
+from cifar100.inference import LoadedModel, load_model
+from cifar100.metrics import SplitMetrics, split_metrics, superclass_order
+
+GALLERY_SEED = 0  # the random gallery shows the same test images every time
+GALLERY_SIZE = 32  # fills plots.EVAL_GALLERY_GRID
+GRADCAM_IMAGES = 8
+TTA_DESCRIPTION = "horizontal flip: the logits of each image and its mirror image are averaged"
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad-CAM (Selvaraju et al., 2017): the gradient of the class score, averaged over the last
+# feature map's positions, weights that map's channels; their positive sum is where the
+# network found evidence for the class.
+
+
+def feature_map_module(net: nn.Module, image_size: int = 32) -> nn.Module:
+    """The module that produces the network's last spatial feature map (a 4-D output larger
+    than 1x1), found with hooks on one forward pass: for our models the stage stack right
+    before global pooling, for any other architecture whatever plays that part."""
+    producers: list[nn.Module] = []
+
+    def record(module, inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1:
+            producers.append(module)
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if m is not net]
+    p = next(net.parameters())
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not producers:
+        raise CheckpointError("the network has no spatial feature map to compute Grad-CAM on")
+    return producers[-1]  # hooks fire as modules finish, so the last one is the deepest map
+
+
+def grad_cam(classifier: nn.Module, images: np.ndarray, targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """images: uint8 (N, H, W, 3). Returns heat maps float (N, H, W) scaled to 0..1 per image,
+    and the classes they explain (the predicted ones unless `targets` is given)."""
+    net = classifier.net if hasattr(classifier, "net") else classifier
+    layer = feature_map_module(net, images.shape[1])
+    captured: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    device = next(classifier.parameters()).device
+    x = torch.as_tensor(images).to(device).permute(0, 3, 1, 2).float().div(255)
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        with torch.enable_grad():
+            # The input asks for a gradient so the graph exists even if every weight is frozen.
+            x.requires_grad_(True)
+            logits = classifier(x)
+            chosen = logits.argmax(1) if targets is None else torch.as_tensor(targets, device=device)
+            # Samples are independent in eval mode, so one backward of the summed scores gives
+            # every image its own gradient.
+            score = logits.gather(1, chosen[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, captured[-1])
+    finally:
+        hook.remove()
+        classifier.train(was_training)
+    activations = captured[-1].detach()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activations).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return cam.cpu().numpy(), chosen.cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the run's history, its dataset and splits
+
+
+def read_history_columns(path: str | Path) -> dict[str, np.ndarray] | None:
+    """history.csv as columns (None when the run has none yet)."""
+    from cifar100.engine import HISTORY_COLUMNS, read_history
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        rows = read_history(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a readable history (columns {','.join(HISTORY_COLUMNS)}): {exc}") from None
+    if rows and set(HISTORY_COLUMNS) - set(rows[0]):
+        raise ConfigError(f"{path} lacks the columns {', '.join(sorted(set(HISTORY_COLUMNS) - set(rows[0])))}")
+    return {c: np.array([row[c] for row in rows], dtype=float) for c in HISTORY_COLUMNS}
+
+
+def best_epoch(history: dict[str, np.ndarray]) -> int | None:
+    """The epoch best.pt comes from: highest validation accuracy (the first on ties), or
+    training accuracy for a run without a validation split — the engine's rule."""
+    if history is None or len(history["epoch"]) == 0:
+        return None
+    score = history["val_acc"] if np.isfinite(history["val_acc"]).any() else history["train_acc"]
+    if not np.isfinite(score).any():
+        return None
+    return int(history["epoch"][int(np.nanargmax(score))])
+
+
+def load_evaluation_dataset(model: LoadedModel, data_dir: str | None, config: dict | None, quiet: bool) -> Dataset:
+    from cifar100.datasets import load_dataset
+
+    spec = model.dataset.get("spec")
+    if not spec:
+        raise CheckpointError(f"{model.checkpoint_path} does not say which dataset it was trained on")
+    if data_dir is None and config:
+        data_dir = (config.get("dataset") or {}).get("data_dir")
+    return load_dataset(spec, data_dir, quiet=quiet)
+
+
+def check_same_classes(model: LoadedModel, dataset: Dataset) -> None:
+    if list(model.classes) != list(dataset.classes):
+        raise DatasetError(
+            f"{model.checkpoint_path} was trained on {len(model.classes)} classes "
+            f"({', '.join(model.classes[:4])}, ...) but the dataset {dataset.spec or dataset.name!r} has "
+            f"{len(dataset.classes)} ({', '.join(dataset.classes[:4])}, ...): evaluate it on the data it was trained on"
+        )
+
+
+def train_val_splits(model: LoadedModel, dataset: Dataset) -> tuple[Split, Split | None]:
+    """The run's own training and validation images: the seeded split it selected its
+    checkpoint on (no validation split when the run used none)."""
+    val_size = int(model.dataset.get("val_size") or 0)
+    if val_size <= 0:
+        return dataset.train, None
+    return split_train_val(dataset.train, val_size, seed=int(model.dataset.get("split_seed") or 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    path: Path
+    caption: str
+
+
+def draw_figures(
+    model: LoadedModel,
+    dataset: Dataset,
+    test: SplitMetrics,
+    history: dict[str, np.ndarray] | None,
+    plots_dir: Path,
+    split_label: str,
+    split_sizes: dict[str, Split],
+) -> list[Figure]:
+    """split_sizes: the train/val/test splits whose class counts the distribution shows."""
+    from cifar100 import plots
+
+    classes = model.classes
+    coarse = coarse_classes_of(model, dataset)
+    figures: list[Figure] = []
+
+    def add(key: str, title: str, caption: str, draw) -> None:
+        path = plots_dir / f"{key}.png"
+        draw(path)
+        figures.append(Figure(key, title, path, caption))
+
+    if history is not None and len(history["epoch"]):
+        best = best_epoch(history)
+        add("history", "Training history",
+            f"Accuracy, loss and learning rate per epoch; the dashed line marks the best epoch ({best}).",
+            lambda p: plots.plot_history(history, p, best_epoch=best, title="Training history"))
+    counts = {name: np.bincount(split.labels, minlength=len(classes)) for name, split in split_sizes.items()}
+    add("class_distribution", "Class distribution",
+        f"Images per class in the {', '.join(counts)} splits the model was trained and evaluated on.",
+        lambda p: plots.plot_class_distribution(classes, counts, p, title=f"Images per class in {dataset.name}"))
+    if test.fine_to_coarse is not None and coarse:
+        order = superclass_order(test.fine_to_coarse)
+        groups = [(coarse[c], int((test.fine_to_coarse == c).sum())) for c in range(len(coarse))]
+        ordering = "classes grouped by superclass"
+    else:
+        order, groups, ordering = None, None, "classes in dataset order"
+    add("confusion_matrix", "Confusion matrix",
+        f"Where each class's {split_label} images went (row-normalised, {ordering}).",
+        lambda p: plots.plot_confusion_matrix(test.confusion, classes, p, order=order, groups=groups,
+                                              title=f"Confusion matrix ({split_label}, {ordering})"))
+    if test.coarse_confusion is not None and coarse:
+        add("superclass_confusion", "Superclass confusion matrix",
+            "The fine predictions mapped to their superclasses (numbers are percent of the row).",
+            lambda p: plots.plot_confusion_matrix(test.coarse_confusion, coarse, p, size=plots.SUPERCLASS_CONFUSION_SIZE,
+                                                  title=f"Superclass confusion ({split_label}, from the fine predictions)"))
+    add("per_class_accuracy", "Per-class accuracy", "Every class's accuracy, sorted; the best and worst are named.",
+        lambda p: plots.plot_per_class_accuracy(classes, test.per_class.accuracy, p,
+                                                title=f"Per-class accuracy ({split_label})"))
+    rel = test.reliability
+    add("reliability", "Reliability diagram",
+        "Confidence against accuracy: bars under the diagonal mean over-confidence.",
+        lambda p: plots.plot_reliability_diagram(rel.edges, rel.confidence, rel.accuracy, rel.count, rel.ece, p,
+                                                 title=f"Reliability diagram ({split_label})"))
+
+    images = dataset.test.images
+    rng = np.random.default_rng(GALLERY_SEED)
+    sample = rng.choice(len(images), size=min(GALLERY_SIZE, len(images)), replace=False)
+
+    def names(index: np.ndarray) -> tuple[list[str], list[str]]:
+        return [classes[i] for i in test.labels[index]], [classes[i] for i in test.predictions[index]]
+
+    true_names, predicted_names = names(sample)
+    add("prediction_gallery", "Prediction gallery",
+        f"{len(sample)} random test images (seed {GALLERY_SEED}): green PASSED, red FAILED.",
+        lambda p: plots.plot_prediction_gallery(images[sample], true_names, predicted_names,
+                                                test.confidences[sample], p,
+                                                title=f"Random test images (seed {GALLERY_SEED})"))
+    wrong = np.flatnonzero(~test.correct)
+    mistakes = wrong[np.argsort(-test.confidences[wrong], kind="stable")][:GALLERY_SIZE]
+    true_names, predicted_names = names(mistakes)
+    add("confident_mistakes", "Most confident mistakes",
+        "The wrong predictions the model was surest of: often label noise or look-alike classes.",
+        lambda p: plots.plot_prediction_gallery(images[mistakes], true_names, predicted_names,
+                                                test.confidences[mistakes], p,
+                                                title="Most confident mistakes" if len(wrong) else "Most confident mistakes: none"))
+    cam_index = sample[:GRADCAM_IMAGES]
+    heatmaps, explained = grad_cam(model.classifier, images[cam_index])
+    true_names, predicted_names = names(cam_index)
+    add("gradcam", "Grad-CAM",
+        "Where the network looked: red regions raised the score of the predicted class most.",
+        lambda p: plots.plot_gradcam(images[cam_index], heatmaps, true_names, [classes[i] for i in explained],
+                                     test.confidences[cam_index], p))
+    return figures
+
+
+def coarse_classes_of(model: LoadedModel, dataset: Dataset) -> list[str] | None:
+    return model.coarse_classes or dataset.coarse_classes
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's numbers
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def default_output_dir(model: LoadedModel) -> Path:
+    """A run folder holds its own evaluation; a bare checkpoint gets a sibling folder."""
+    if model.run_dir is not None:
+        return model.run_dir
+    return model.checkpoint_path.parent / f"{model.checkpoint_path.stem}-evaluation"
+
+
+def evaluate_run(
+    run_or_checkpoint: str | Path,
+    *,
+    which: str = "best",
+    tta: bool = False,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    quiet: bool = False,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Evaluate best.pt (or last.pt, or a checkpoint file) on the test and validation splits;
+    write metrics.json, plots/ and report.html into the run folder (or `out_dir`) and return
+    the metrics. `dataset`: the loaded dataset, when the caller already holds it."""
+    from cifar100.report import write_report
+
+    started = time.perf_counter()
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be best or last, got {which!r}")
+    model = load_model(run_or_checkpoint, which, device)
+    out = Path(out_dir) if out_dir is not None else default_output_dir(model)
+    config_path = model.run_dir / "config.json" if model.run_dir is not None else None
+    config = read_json(config_path) if config_path is not None and config_path.is_file() else None
+    if dataset is None:
+        dataset = load_evaluation_dataset(model, data_dir, config, quiet)
+    check_same_classes(model, dataset)
+    if len(dataset.test) == 0:
+        raise DatasetError(f"the dataset {dataset.spec or dataset.name!r} has no test images to evaluate on")
+    coarse = coarse_classes_of(model, dataset)
+    fine_to_coarse = (model.fine_to_coarse or dataset.fine_to_coarse) if coarse else None
+
+    splits: dict[str, Split] = {"test": dataset.test}
+    train, val = train_val_splits(model, dataset)
+    if val is not None and len(val):
+        splits["val"] = val
+    results: dict[str, SplitMetrics] = {}
+    for name, split in splits.items():
+        for flip in (False, True) if tta else (False,):
+            key = f"{name}_tta" if flip else name
+            if not quiet:
+                print(f"evaluating {key} ({len(split)} images)...", file=sys.stderr)
+            logits = model.logits(split.images, tta=flip).numpy()
+            results[key] = split_metrics(logits, split.labels, fine_to_coarse, len(coarse) if coarse else None)
+
+    metrics: dict[str, Any] = {
+        "checkpoint": _relative(model.checkpoint_path, out),
+        "epoch": model.epoch,
+        "dataset": {"spec": dataset.spec, "name": dataset.name, "classes": len(model.classes)},
+        "model": model.model_config,
+    }
+    for key, result in results.items():
+        metrics[key] = {"split": key.removesuffix("_tta"), "tta": key.endswith("_tta"),
+                        **result.summary(model.classes, coarse)}
+    if tta:
+        metrics["tta"] = TTA_DESCRIPTION
+
+    history = read_history_columns(model.run_dir / "history.csv") if model.run_dir is not None else None
+    test_label = f"test, {len(dataset.test)} images, epoch {model.epoch}"
+    figures = draw_figures(model, dataset, results["test"], history, out / "plots", test_label,
+                           {"train": train, **splits})
+    metrics["figures"] = {f.key: _relative(f.path, out) for f in figures}
+    previous = out / "metrics.json"
+    if previous.is_file():
+        # Training time belongs to the run, not to this evaluation: carry it over.
+        try:
+            train_seconds = read_json(previous).get("train_seconds")
+        except (ValueError, AttributeError):
+            train_seconds = None
+        if train_seconds is not None:
+            metrics["train_seconds"] = train_seconds
+    metrics["evaluated"] = datetime.now().isoformat(timespec="seconds")
+    metrics["evaluation_seconds"] = round(time.perf_counter() - started, 2)
+    write_json(previous, metrics)
+    report = write_report(out / "report.html", metrics=metrics, figures=figures, config=config,
+                          title=model.run_dir.name if model.run_dir is not None else model.checkpoint_path.name,
+                          evaluate_command=evaluate_command(run_or_checkpoint, which, tta))
+    if not quiet:
+        print(format_summary(metrics))
+        print(f"wrote {previous}, {out / 'plots'}/ ({len(figures)} figures) and {report}")
+    return metrics
+
+
+def evaluate_command(run_or_checkpoint: str | Path, which: str, tta: bool) -> str:
+    import shlex
+
+    parts = ["cifar100", "evaluate", str(run_or_checkpoint)]
+    if which != "best":
+        parts += ["--which", which]
+    if tta:
+        parts.append("--tta")
+    return shlex.join(parts)
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def format_summary(metrics: dict[str, Any], confused: int = 5) -> str:
+    """The short table printed on the terminal."""
+    lines = [f"checkpoint {metrics['checkpoint']} (epoch {metrics['epoch']}), dataset {metrics['dataset']['name']}"]
+    header = f"{'split':<12} {'images':>7} {'top-1':>8} {'top-5':>8} {'loss':>8} {'ECE':>7} {'superclass':>11}"
+    lines += [header, "-" * len(header)]
+    for key in ("test", "test_tta", "val", "val_tta"):
+        s = metrics.get(key)
+        if not s:
+            continue
+        label = f"{s['split']} (flip)" if s["tta"] else s["split"]
+        loss = "-" if s["loss"] is None else f"{s['loss']:.4f}"
+        lines.append(f"{label:<12} {s['images']:>7} {_percent(s['top1']):>8} {_percent(s['top5']):>8} {loss:>8} "
+                     f"{_percent(s['ece']):>7} {_percent(s.get('coarse_top1')):>11}")
+    pairs = metrics["test"]["most_confused"][:confused]
+    if pairs:
+        lines.append("most confused (test, true -> predicted): "
+                     + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in pairs))
+    return "\n".join(lines)
