@@ -31,10 +31,10 @@ from torch import nn
 
 from cifar100 import __version__
 from cifar100.checkpoint import load_checkpoint, save_checkpoint
-from cifar100.datasets import Dataset, split_train_val
+from cifar100.datasets import Dataset, channel_mean_std, split_train_val
 from cifar100.errors import CheckpointError, ConfigError, TrainingDiverged
 from cifar100.fileio import atomic_write_text, read_json, write_json
-from cifar100.loader import Augment, Batch, DeviceLoader, channel_stats
+from cifar100.loader import Augment, Batch, DeviceLoader
 from cifar100.models import count_parameters, create_model
 from cifar100.presets import TrainConfig
 
@@ -292,7 +292,9 @@ class Trainer:
         quiet: bool = False,
         command: str = "",
         resume: bool = False,
+        on_epoch: Callable[["Trainer", dict[str, float]], None] | None = None,
     ):
+        self.on_epoch = on_epoch  # called on rank 0 after each epoch's files are written
         self.cfg, self.dataset, self.rt, self.quiet = cfg.validate(), dataset, runtime, quiet
         self.run = RunFolder(Path(run_dir))
         self.preset, self.command = preset, command
@@ -303,13 +305,13 @@ class Trainer:
         if len(train) < cfg.batch_size * runtime.world_size and len(train) > 0:
             # A batch larger than the data would make every epoch a single partial step.
             cfg = self.cfg = cfg.with_overrides(batch_size=max(1, len(train) // runtime.world_size))
-        self.mean, self.std = channel_stats(train.images)
+        self.mean, self.std = channel_mean_std(train.images)
         self.dataset_info = {
             "spec": dataset.spec, "name": dataset.name, "data_dir": data_dir,
             "val_size": cfg.val_size, "split_seed": cfg.split_seed, "num_classes": dataset.num_classes,
             "train_images": len(train), "val_images": len(val), "test_images": len(dataset.test),
         }
-        channels_last = cfg.channels_last and device.type == "cuda"
+        channels_last = cfg.channels_last
         augment = Augment(cfg.translate, cfg.flip, cfg.cutout, cfg.mixup_alpha, cfg.cutmix_alpha)
         per_rank_batch = max(1, cfg.batch_size // runtime.world_size)
         self.train_loader = DeviceLoader(
@@ -464,7 +466,7 @@ class Trainer:
         the history, in that order: each write is atomic, so a kill between them is harmless."""
         started = time.perf_counter()
         torch.manual_seed(self.cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch)
-        train_loss, train_acc = self._train_epoch(epoch, progress)
+        train_loss, train_acc = self.train_epoch(epoch, progress)
         if self.val_loader.num_samples:
             val_loss, val_acc = evaluate_loader(self.eval_model, self.val_loader, self.autocast)
         else:
@@ -490,8 +492,11 @@ class Trainer:
             save_checkpoint(self.run.last, self._payload(epoch, metrics, with_train_state=True))
             self.run.write_history(self.history)
             self._log_epoch(row, progress)
+            if self.on_epoch:
+                self.on_epoch(self, row)
 
-    def _train_epoch(self, epoch: int, progress) -> tuple[float, float]:
+    def train_epoch(self, epoch: int, progress=None) -> tuple[float, float]:
+        """One epoch of optimizer steps; returns (mean train loss, train accuracy)."""
         cfg, device = self.cfg, self.rt.device
         model = self.model
         model.train()
@@ -614,6 +619,7 @@ def train(
     resume: str | Path | None = None,
     dataset: Dataset | None = None,
     evaluate: bool = True,
+    on_epoch: Callable[[Trainer, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train from a config (or continue the run folder `resume`) and return the result; with
     `evaluate`, finish with the full evaluation (metrics, figures, report) of best.pt.
@@ -649,7 +655,7 @@ def train(
                 )
         trainer = Trainer(
             cfg, dataset, run_dir, runtime, preset=preset, data_dir=data_dir, quiet=quiet,
-            command=command, resume=resume is not None,
+            command=command, resume=resume is not None, on_epoch=on_epoch,
         )
         if resume is not None:
             trainer.load_train_state(load_checkpoint(RunFolder(run_dir).last, map_location="cpu"))

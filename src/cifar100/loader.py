@@ -15,12 +15,6 @@ import torch
 from cifar100.datasets import Split
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0..1 scale (float64 accumulation: exact enough)."""
-    x = images.reshape(-1, 3).astype(np.float64) / 255.0
-    return x.mean(0).tolist(), x.std(0).tolist()
-
-
 @dataclass
 class Augment:
     translate: int = 0
