@@ -327,7 +327,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model_spec = {"arch": cfg.model, "kwargs": {**cfg.model_kwargs, "num_classes": dataset.num_classes}}
         net = create_model(cfg.model, **self.model_spec["kwargs"])
-        if hasattr(net, "whiten") and not resume:
+        if getattr(net, "whiten", None) is not None and not resume:
             net.whiten.fit(self._normalised(train.images[:5000]))
         net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.net = net

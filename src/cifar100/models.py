@@ -48,24 +48,28 @@ class Conv(nn.Conv2d):
     the first in_channels filters start as the identity so a deep stack starts near a
     shallow one and trains from the first step."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, identity_init: bool = True):
+        self.identity_init = identity_init
         super().__init__(cin, cout, kernel_size=3, padding="same", bias=False)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        w = self.weight.data
-        torch.nn.init.dirac_(w[: min(w.size(0), w.size(1))])
+        if self.identity_init:
+            w = self.weight.data
+            torch.nn.init.dirac_(w[: min(w.size(0), w.size(1))])
 
 
 class Stage(nn.Module):
     """conv -> 2x2 max-pool -> BN -> GELU, then (convs - 1) x [conv -> BN -> GELU].
     Pooling right after the first conv halves the cost of everything after it."""
 
-    def __init__(self, cin: int, cout: int, convs: int, bn_momentum: float):
+    def __init__(self, cin: int, cout: int, convs: int, bn_momentum: float, identity_init: bool = True):
         super().__init__()
-        layers: list[nn.Module] = [Conv(cin, cout), nn.MaxPool2d(2), BatchNorm(cout, bn_momentum), nn.GELU()]
+        layers: list[nn.Module] = [
+            Conv(cin, cout, identity_init), nn.MaxPool2d(2), BatchNorm(cout, bn_momentum), nn.GELU()
+        ]
         for _ in range(convs - 1):
-            layers += [Conv(cout, cout), BatchNorm(cout, bn_momentum), nn.GELU()]
+            layers += [Conv(cout, cout, identity_init), BatchNorm(cout, bn_momentum), nn.GELU()]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,12 +113,15 @@ class StageNet(nn.Module):
         bn_momentum: float = 0.6,
         dropout: float = 0.0,
         logit_scale: float = 1 / 9,
+        whiten: bool = True,
+        identity_init: bool = True,
     ):
         super().__init__()
-        self.whiten = PatchWhitening()
-        stages, cin = [], self.whiten.out_channels
+        # whiten=False and identity_init=False exist to measure what those tricks buy.
+        self.whiten = PatchWhitening() if whiten else None
+        stages, cin = [], self.whiten.out_channels if whiten else 3
         for width in widths:
-            stages.append(Stage(cin, width, convs_per_stage, bn_momentum))
+            stages.append(Stage(cin, width, convs_per_stage, bn_momentum, identity_init))
             cin = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveMaxPool2d(1)  # global pooling in place of Flatten: size-agnostic
@@ -124,7 +131,8 @@ class StageNet(nn.Module):
         self.logit_scale = logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.gelu(self.whiten(x))
+        if self.whiten is not None:
+            x = nn.functional.gelu(self.whiten(x))
         x = self.pool(self.stages(x)).flatten(1)
         return self.head(self.dropout(x)) * self.logit_scale
 

@@ -1,0 +1,87 @@
+"""What each speedrun trick buys, measured: the `cpu` preset trained with one trick switched
+off at a time, on a subset of a real dataset, over a few seeds. Prints test accuracy (mean and
+spread) and training time per variant.
+
+    python benchmarks/tricks.py --dataset ../shared/data/cifar10-jpeg.tar.gz \
+        --train-images 10000 --epochs 4 --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hardware, print_table  # noqa: E402
+
+from cifar100.datasets import Dataset, load_dataset  # noqa: E402
+from cifar100.engine import train  # noqa: E402
+from cifar100.presets import get_preset  # noqa: E402
+
+VARIANTS: dict[str, dict] = {
+    "all tricks (cpu preset)": {},
+    "no patch whitening": {"model_kwargs": {"whiten": False}},
+    "no identity init": {"model_kwargs": {"identity_init": False}},
+    "BatchNorm momentum 0.1 (PyTorch default)": {"model_kwargs": {"bn_momentum": 0.1}},
+    "no label smoothing": {"label_smoothing": 0.0},
+    "random flips, not alternating": {"flip": "random"},
+    "no translation": {"translate": 0},
+    "plus EMA of weights (0.99)": {"ema_decay": 0.99},
+}
+
+
+def subset(dataset: Dataset, n_train: int, seed: int = 0) -> Dataset:
+    index = np.random.default_rng(seed).permutation(len(dataset.train))[:n_train]
+    return Dataset(dataset.name, dataset.classes, dataset.train.subset(np.sort(index)), dataset.test,
+                   dataset.coarse_classes, dataset.spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--train-images", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--only", help="comma-separated variant numbers (0 = baseline)")
+    args = parser.parse_args()
+    data = subset(load_dataset(args.dataset, args.data_dir, quiet=True), args.train_images)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = list(VARIANTS)
+    if args.only:
+        names = [names[int(i)] for i in args.only.split(",")]
+    base = get_preset(args.preset)
+    rows = []
+    for name in names:
+        overrides = dict(VARIANTS[name])
+        if "model_kwargs" in overrides:
+            overrides["model_kwargs"] = {**base.model_kwargs, **overrides["model_kwargs"]}
+        accs, secs = [], []
+        for seed in seeds:
+            cfg = base.with_overrides(epochs=args.epochs, seed=seed, val_size=1000, **overrides)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = train(cfg, data.spec, dataset=data, out=Path(tmp) / "run", quiet=True, evaluate=False)
+            accs.append(result.test_acc)
+            secs.append(result.train_seconds)
+        rows.append({
+            "variant": name,
+            "test acc": f"{100 * statistics.mean(accs):.2f}% ± {100 * (statistics.stdev(accs) if len(accs) > 1 else 0):.2f}",
+            "seeds": len(seeds),
+            "train s": f"{statistics.mean(secs):.0f}",
+        })
+        print(rows[-1], flush=True)
+    print(f"\n# tricks: preset {args.preset}, {args.train_images} training images of {data.name}, "
+          f"{args.epochs} epochs; {hardware(torch.device('cpu'))}, torch {torch.__version__}, {date.today()}")
+    print_table(rows, list(rows[0]))
+
+
+if __name__ == "__main__":
+    main()
