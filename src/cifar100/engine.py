@@ -459,7 +459,7 @@ class Trainer:
         if progress is not None:
             progress.close()
         self.rt.barrier()
-        return self._finish()
+        return TrainResult(self.run.root, self.history, self.best_epoch, self.best_val_acc, train_seconds=self.elapsed)
 
     def _run_epoch(self, epoch: int, progress) -> None:
         """Train one epoch, validate, then (rank 0) save best.pt if it improved, last.pt, and
@@ -579,30 +579,20 @@ class Trainer:
         else:
             print(line, file=sys.stderr)
 
-    def _finish(self) -> TrainResult:
-        """Test accuracy of best.pt (the model selected on validation), into metrics.json."""
-        result = TrainResult(self.run.root, self.history, self.best_epoch, self.best_val_acc, train_seconds=self.elapsed)
-        if not self.rt.is_main:
-            return result
+    def test_best(self) -> float:
+        """Test accuracy of best.pt (the model selected on validation) into a short
+        metrics.json: what a run gets when it skips the full evaluation."""
         best = load_checkpoint(self.run.best)
         best_model = create_model(best["model"]["arch"], **best["model"]["kwargs"]).to(self.rt.device)
         best_model.load_state_dict(best["weights"])
         test_loss, test_acc = evaluate_loader(best_model, self.test_loader, self.autocast)
-        result.test_acc = test_acc
         write_json(self.run.metrics, {
             "checkpoint": "checkpoints/best.pt",
             "epoch": best["epoch"],
             "test": {"top1": test_acc, "loss": test_loss, "images": self.test_loader.num_samples},
             "val": {"top1": best["metrics"].get("val_acc"), "loss": best["metrics"].get("val_loss")},
-            "train_seconds": self.elapsed,
         })
-        if not self.quiet:
-            print(
-                f"best epoch {self.best_epoch}: val acc {self.best_val_acc:.2%}; test acc {test_acc:.2%} "
-                f"(checkpoints/best.pt); training took {self.elapsed:.1f}s. Run folder: {self.run.root}",
-                file=sys.stderr,
-            )
-        return result
+        return test_acc
 
 
 def train(
@@ -661,7 +651,23 @@ def train(
             trainer.load_train_state(load_checkpoint(RunFolder(run_dir).last, map_location="cpu"))
             if trainer.start_epoch > cfg.epochs and not quiet and runtime.is_main:
                 print(f"{run_dir} already finished all {cfg.epochs} epochs; evaluating best.pt", file=sys.stderr)
-        return trainer.fit()
+        result = trainer.fit()
+        if runtime.is_main:
+            if evaluate:
+                from cifar100.evaluate import evaluate_run
+
+                metrics = evaluate_run(run_dir, data_dir=data_dir, device=runtime.device, quiet=quiet, dataset=dataset)
+                result.test_acc = metrics["test"]["top1"]
+            else:
+                result.test_acc = trainer.test_best()
+            if not quiet:
+                print(
+                    f"best epoch {result.best_epoch}: val acc {result.best_val_acc:.2%}; test acc "
+                    f"{result.test_acc:.2%} (checkpoints/best.pt); training took {result.train_seconds:.1f}s. "
+                    f"Run folder: {run_dir}",
+                    file=sys.stderr,
+                )
+        return result
     finally:
         if runtime.distributed and dist.is_initialized():
             dist.destroy_process_group()
