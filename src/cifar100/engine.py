@@ -132,9 +132,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     # Weight decay on conv/linear weights only: decaying BatchNorm shifts and biases only hurts.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale},
     ]
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adam":
@@ -407,7 +409,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # config.json is the truth for settings: a peak LR edited there takes effect on resume.
-        self.scheduler.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
+        self.scheduler.base_lrs = [self.cfg.lr * g["lr_scale"] for g in self.optimizer.param_groups]
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
         if self.ema and state.get("ema"):
