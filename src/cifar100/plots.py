@@ -66,6 +66,77 @@ def plot_class_distribution(
     return save_figure(fig, path)
 
 
+# Gallery of a user's own photos (`cifar100 predict --gallery`): one cell per image, in a fixed
+# grid, so the PNG's pixel size depends only on the number of images.
+USER_GALLERY_COLUMNS = 2
+USER_GALLERY_CELL = (6.4, 1.9)  # inches per image: title, two pictures, three bars
+USER_GALLERY_HEADER = 0.6  # inches for the figure title
+
+
+def plot_prediction_gallery_user(
+    originals,
+    model_inputs,
+    names,
+    top_classes,
+    top_probabilities,
+    true_labels,
+    path: str | Path,
+    title: str = "Predictions on your images",
+) -> Path:
+    """Each image twice (the original thumbnail, and the 32x32 the model saw, upscaled without
+    smoothing so its real pixels show), beside bars of its top-3 classes. When its folder gave
+    a true label, the cell says PASSED or FAILED and the true class's bar is green.
+
+    originals: uint8 (h, w, 3) arrays; model_inputs: uint8 (32, 32, 3); names: str;
+    top_classes / top_probabilities: the top-3 per image; true_labels: str or None."""
+    from matplotlib.patches import Rectangle
+
+    n = len(model_inputs)
+    if n == 0:
+        raise ValueError("the gallery needs at least one image")
+    cols = min(USER_GALLERY_COLUMNS, n)
+    rows = -(-n // cols)
+    cell_w, cell_h = USER_GALLERY_CELL
+    fig_w, fig_h = cols * cell_w, rows * cell_h + USER_GALLERY_HEADER
+    fig, ax = _inch_canvas(fig_w, fig_h)  # one axes in inches: 3 axes per image would be slow
+    passed = [labels[0] == label for labels, label in zip(top_classes, true_labels) if label is not None]
+    if passed:
+        title += f"  -  PASSED {sum(passed)}/{len(passed)} ({100 * sum(passed) / len(passed):.0f}%)"
+    ax.text(fig_w / 2, fig_h - 0.3, title, ha="center", va="center", fontsize=13, weight="bold")
+
+    side, bar_left, bar_len = 1.35, 4.2, 1.6  # inches: picture side, where bars start, bar at 100%
+    for i in range(n):
+        col, row = i % cols, i // cols
+        x0, y0 = col * cell_w, fig_h - USER_GALLERY_HEADER - (row + 1) * cell_h
+        label = true_labels[i]
+        name = names[i] if len(names[i]) <= 44 else names[i][:20] + "..." + names[i][-21:]
+        ax.text(x0 + 0.15, y0 + cell_h - 0.17, name, fontsize=9, va="center")
+        if label is not None:
+            ok = top_classes[i][0] == label
+            verdict = f"PASSED ({label})" if ok else f"FAILED (true: {label})"
+            ax.text(x0 + cell_w - 0.15, y0 + cell_h - 0.17, verdict, fontsize=9, va="center", ha="right",
+                    weight="bold", color="tab:green" if ok else "tab:red")
+        for k, (image, caption, interpolation) in enumerate(
+            [(originals[i], "original", "antialiased"), (model_inputs[i], "model input 32x32", "nearest")]
+        ):
+            # Fit the picture in a side x side box, keeping its shape.
+            h, w = image.shape[:2]
+            pw, ph = (side, side * h / w) if w >= h else (side * w / h, side)
+            left = x0 + 0.15 + k * 1.45 + (side - pw) / 2
+            bottom = y0 + 0.25 + (side - ph) / 2
+            ax.imshow(image, interpolation=interpolation, aspect="auto", extent=(left, left + pw, bottom, bottom + ph))
+            ax.add_patch(Rectangle((left, bottom), pw, ph, fill=False, edgecolor="0.7", linewidth=0.8))
+            ax.text(x0 + 0.15 + k * 1.45 + side / 2, y0 + 0.12, caption, fontsize=7, ha="center", va="center")
+        for rank, (cls, p) in enumerate(zip(top_classes[i], top_probabilities[i])):
+            y = y0 + 1.3 - rank * 0.42
+            color = "tab:green" if cls == label else ("tab:blue" if label is None else "0.6")
+            ax.add_patch(Rectangle((x0 + bar_left, y), bar_len, 0.28, color="0.92", linewidth=0))
+            ax.add_patch(Rectangle((x0 + bar_left, y), bar_len * float(p), 0.28, color=color, linewidth=0))
+            ax.text(x0 + bar_left - 0.08, y + 0.14, cls, fontsize=8, ha="right", va="center")
+            ax.text(x0 + bar_left + bar_len + 0.06, y + 0.14, f"{100 * float(p):.1f}%", fontsize=8, va="center")
+    return save_figure(fig, path)
+
+
 # --- Evaluation figures (evaluate.py, compare.py) -------------------------------------------
 # Every size is fixed in inches (x DPI = pixels), so each PNG has a known pixel size.
 HISTORY_SIZE = (15.0, 4.5)

@@ -1,0 +1,141 @@
+"""`cifar100 serve` as a user runs it: the real command in its own process on a free port of
+127.0.0.1, spoken to over HTTP, and its page driven in a real headless Chromium (Playwright):
+pick a photo, see it, its 32x32 view and five bars."""
+
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def server(smoke_run):
+    """(base URL, log lines so far) of `cifar100 serve RUN --port 0`: the OS picks a free port
+    and uvicorn names it, so two test sessions never race for one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar100", "serve", str(smoke_run), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    log, base, deadline = [], None, time.monotonic() + 120
+    try:
+        while base is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("cifar100 serve did not start within 120 s:\n" + "".join(log))
+            log.append(line)
+            match = re.search(r"Uvicorn running on (http://[\d.]+:\d+)", line)
+            if match:
+                base = match.group(1)
+            elif proc.poll() is not None:
+                pytest.fail("cifar100 serve exited:\n" + "".join(log))
+        yield base, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def photo(cifar10_small_folder, tmp_path_factory) -> Path:
+    """A real photo as a user has it: large, not square, JPEG."""
+    source = sorted((cifar10_small_folder / "test" / "ship").glob("*.jpg"))[0]
+    path = tmp_path_factory.mktemp("upload") / "harbour.jpg"
+    Image.open(source).convert("RGB").resize((800, 600), Image.Resampling.BICUBIC).save(path, quality=90)
+    return path
+
+
+def non_loopback_ipv4() -> str | None:
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except socket.gaierror:
+        return None
+    addresses = {info[4][0] for info in infos} - {"127.0.0.1"}
+    return min(addresses) if addresses else None
+
+
+def test_the_real_server_process_answers_over_http(server, photo):
+    base, log = server
+    assert base.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+    with httpx.Client(base_url=base, timeout=30) as http:
+        assert http.get("/health").json()["status"] == "ok"
+        response = http.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+        assert response.status_code == 200
+        assert len(response.json()["top_k"]) == 5 and response.json()["original_size"] == [800, 600]
+        bad = http.post("/predict", files={"file": ("notes.jpg", b"shopping list: milk", "image/jpeg")})
+        assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
+        assert http.get("/health").status_code == 200  # still up
+    other = non_loopback_ipv4()
+    if other is not None:  # bound to 127.0.0.1 only: the machine's other address refuses
+        port = int(base.rsplit(":", 1)[1])
+        with pytest.raises(OSError):
+            socket.create_connection((other, port), timeout=2).close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars(server, photo, tmp_path):
+    # Locator expectations, not wait_for_function: the page's CSP forbids the eval that
+    # string predicates need, and the test must not loosen the CSP it runs under.
+    from playwright.sync_api import expect, sync_playwright
+
+    base, _ = server
+    expected = httpx.post(f"{base}/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
+    requests, problems = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(base + "/")
+            expect(page.locator("#model-info")).to_contain_text("classes")
+
+            page.set_input_files("#file-input", str(photo))
+            expect(page.locator("#bars .bar")).to_have_count(5, timeout=30_000)
+            expect(page.locator("#model-input")).to_have_js_property("naturalWidth", 32)
+            expect(page.locator("#original")).to_have_js_property("naturalWidth", 800)
+            labels = page.locator("#bars .bar-label").all_text_contents()
+            assert labels == [entry["class"] for entry in expected["top_k"]]
+            widths = page.eval_on_selector_all("#bars .bar-fill", "els => els.map(e => e.getBoundingClientRect().width)")
+            assert widths == sorted(widths, reverse=True) and widths[0] > 0
+            shown = page.eval_on_selector("#model-input", "e => [e.getBoundingClientRect().width, getComputedStyle(e).imageRendering]")
+            assert shown == [160, "pixelated"]
+            assert page.locator("#result").is_visible()
+            screenshot = tmp_path / "page.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            # A file that is not an image: the server's reason appears on the page.
+            notes = tmp_path / "notes.jpg"
+            notes.write_text("not a photo")
+            page.set_input_files("#file-input", str(notes))
+            expect(page.locator("#status")).to_have_class(re.compile(r"\berror\b"))
+            assert "not an image" in page.locator("#status").text_content()
+        finally:
+            browser.close()
+
+    with Image.open(screenshot) as shot:
+        assert shot.format == "PNG" and shot.size[0] == 1100 and shot.size[1] >= 800
+    # Everything the page loaded came from the app (or is the photo itself, as blob:/data:).
+    assert all(url.startswith((base, "blob:", "data:")) for url in requests), requests
+    # The server's 400 for the bad file shows up as a failed-resource console error; nothing else may.
+    assert all("400" in text for text in problems), problems
