@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hardware, print_table  # noqa: E402
 
 
 def load(args):
@@ -38,6 +41,7 @@ def load(args):
     return LoadedModel(
         classifier=classifier, classes=[f"class_{i}" for i in range(100)], coarse_classes=None,
         fine_to_coarse=None, dataset={}, checkpoint_path=f"(untrained {args.preset} preset)", run_dir=None, epoch=0,
+        model_config={"arch": preset.model, "kwargs": dict(preset.model_kwargs)},
     )
 
 
@@ -96,18 +100,19 @@ def main(argv=None) -> int:
         throughput = b / statistics.median(time_calls(fn, batches, args.seconds))
         latency = sorted(time_calls(fn, singles, args.seconds))
         p50, p95 = statistics.median(latency), latency[int(0.95 * (len(latency) - 1))]
-        rows.append((name, throughput, p50 * 1e3, p95 * 1e3))
+        rows.append({
+            "runtime": name,
+            f"images/s (batch {b})": f"{throughput:,.0f}",
+            "1-image latency p50": f"{p50 * 1e3:.2f} ms",
+            "p95": f"{p95 * 1e3:.2f} ms",
+        })
 
-    print(f"model: {model.checkpoint_path} ({model.model_config.get('arch', 'stagenet')}, "
+    print(f"model: {model.checkpoint_path} ({model.model_config['arch']}, "
           f"{sum(p.numel() for p in classifier.parameters()):,} parameters, {len(model.classes)} classes)")
-    print(f"CPU: {platform.processor() or platform.machine()}, {threads} thread(s); torch {torch.__version__}, "
-          f"onnxruntime {ort.__version__}; ONNX top-1 agreement with PyTorch: {100 * agree:.0f}%")
+    print(f"CPU: {hardware(torch.device('cpu'))}; torch {torch.__version__}, onnxruntime {ort.__version__}; "
+          f"ONNX top-1 agreement with PyTorch: {100 * agree:.0f}%")
     print()
-    header = f"| runtime                  | images/s (batch {b}) | 1-image latency p50 | p95      |"
-    print(header)
-    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
-    for name, throughput, p50, p95 in rows:
-        print(f"| {name:<24} | {throughput:>{len(f'images/s (batch {b})')},.0f} | {p50:>16.2f} ms | {p95:>5.2f} ms |")
+    print_table(rows, list(rows[0]))
     return 0
 
 

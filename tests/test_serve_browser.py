@@ -4,6 +4,7 @@ pick a photo, see it, its 32x32 view and five bars."""
 
 from __future__ import annotations
 
+import base64
 import queue
 import re
 import socket
@@ -84,9 +85,10 @@ def test_the_real_server_process_answers_over_http(server, photo):
         bad = http.post("/predict", files={"file": ("notes.jpg", b"shopping list: milk", "image/jpeg")})
         assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
         assert http.get("/health").status_code == 200  # still up
-    other = non_loopback_ipv4()
-    if other is not None:  # bound to 127.0.0.1 only: the machine's other address refuses
-        port = int(base.rsplit(":", 1)[1])
+    # Bound to 127.0.0.1 alone, not to every interface: another loopback address (all of
+    # 127/8 reaches this machine on Linux) and the machine's own address, if any, refuse.
+    port = int(base.rsplit(":", 1)[1])
+    for other in filter(None, ["127.0.0.2", non_loopback_ipv4()]):
         with pytest.raises(OSError):
             socket.create_connection((other, port), timeout=2).close()
 
@@ -130,6 +132,21 @@ def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars
             page.set_input_files("#file-input", str(notes))
             expect(page.locator("#status")).to_have_class(re.compile(r"\berror\b"))
             assert "not an image" in page.locator("#status").text_content()
+
+            # Dropping a photo on the drop zone works like picking one.
+            dropped = page.evaluate_handle(
+                """(b64) => {
+                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                    const transfer = new DataTransfer();
+                    transfer.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+                    return transfer;
+                }""",
+                base64.b64encode(photo.read_bytes()).decode("ascii"),
+            )
+            page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+            expect(page.locator("#status")).to_contain_text("dropped.jpg: JPEG, 800x600")
+            expect(page.locator("#status")).not_to_have_class(re.compile(r"\berror\b"))
+            assert page.locator("#bars .bar-label").all_text_contents() == labels
         finally:
             browser.close()
 
