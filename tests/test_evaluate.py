@@ -2,12 +2,14 @@
 for two epochs with plain SGD on the real mini CIFAR-100), every number in metrics.json agrees
 with an independent computation from the model's outputs, every figure is written at its
 size, and bad input ends in a named error. Grad-CAM is checked to point at the object on a
-task where the object's place is known."""
+task where the object's place is known. One end-to-end test reads what the real engine's
+`smoke_run` ends with."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,7 @@ def train_by_hand(net: torch.nn.Module, train: Split, mean, std, epochs: int, va
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr, momentum=0.9, nesterov=True)
     labels = torch.from_numpy(train.labels)
     for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
         net.train()
         order = torch.randperm(len(labels), generator=gen)
         loss_sum, correct = 0.0, 0
@@ -81,6 +84,7 @@ def train_by_hand(net: torch.nn.Module, train: Split, mean, std, epochs: int, va
                 logits = net(inputs(val.images))
             row["val_loss"] = F.cross_entropy(logits, torch.from_numpy(val.labels)).item()
             row["val_acc"] = (logits.argmax(1).numpy() == val.labels).mean().item()
+        row["seconds"] = time.perf_counter() - started
         yield epoch, row
 
 
@@ -115,7 +119,8 @@ def build_run(root: Path, dataset: Dataset, data_dir: Path | None, epochs: int =
         "dataset": info, "seed": 0, "model": {"arch": "stagenet", "parameters": sum(p.numel() for p in net.parameters())},
         "command": f"(built by hand in {Path(__file__).name})",
     }))
-    (root / "metrics.json").write_text(json.dumps({"checkpoint": "checkpoints/best.pt", "train_seconds": 12.5}))
+    # What the engine leaves when it skips the full evaluation (train --no-evaluate).
+    (root / "metrics.json").write_text(json.dumps({"checkpoint": "checkpoints/best.pt", "test": {"top1": 0.0}}))
     return root
 
 
@@ -189,8 +194,9 @@ def test_metrics_agree_with_an_independent_computation(evaluated_run, mini_cifar
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert metrics["val"]["top1"] == pytest.approx(best["metrics"]["val_acc"], abs=1e-6)
 
-    # The engine's training time survives the evaluation that replaces its metrics.json.
-    assert metrics["train_seconds"] == 12.5
+    # Training time is the run's own per-epoch record.
+    seconds = [float(line.split(",")[-1]) for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert metrics["train_seconds"] == pytest.approx(sum(seconds), abs=0.01) and metrics["train_seconds"] > 0
 
 
 def test_every_figure_is_written_at_its_size(evaluated_run):
@@ -232,6 +238,24 @@ def test_cli_evaluates_a_bare_checkpoint_and_prints_the_table(tmp_path, hand_bui
     assert any(line.startswith("val ") for line in lines)
     assert not any("flip" in line for line in lines)  # no TTA unless asked
     assert lines[-1].endswith(f"{folder / 'report.html'}")
+
+
+def test_interrupted_run_is_evaluated_from_last_checkpoint(tmp_path, hand_built_run, mini_cifar100):
+    """Stopped after epoch 1, before any best.pt was kept: last.pt is evaluated; --out puts
+    the outputs elsewhere and leaves the run folder as it was."""
+    run = tmp_path / "interrupted"
+    shutil.copytree(hand_built_run, run)
+    (run / "checkpoints" / "best.pt").unlink()
+    lines = (run / "history.csv").read_text().splitlines(keepends=True)
+    (run / "history.csv").write_text("".join(lines[:2]))
+    out = tmp_path / "elsewhere"
+    metrics = evaluate_run(run, out_dir=out, quiet=True)
+    assert metrics["checkpoint"] == str((run / "checkpoints" / "last.pt").resolve())
+    assert metrics["test"]["top1"] == pytest.approx(expected_numbers(run, mini_cifar100, "last")["top1"], abs=1e-5)
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(f"{key}.png" for key in metrics["figures"])
+    assert "history" in metrics["figures"]  # the one epoch there is
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((hand_built_run / "metrics.json").read_text())
+    assert f"cifar100 evaluate {run} --out {out}" in (out / "report.html").read_text()
 
 
 def test_cli_errors_are_named_and_leave_the_run_intact(tmp_path, hand_built_run, synthetic_folder, capsys):
@@ -292,9 +316,13 @@ def square_images(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
 
 @pytest.mark.parametrize("arch", ["stagenet", "keras_seed"])
 def test_feature_map_is_the_last_spatial_stage(arch):
-    net = create_model(arch, num_classes=4, widths=(8, 16, 16)).eval()
+    net = create_model(arch, num_classes=4, widths=(8, 16, 16))  # in training mode, as created
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     layer = feature_map_module(net)
     assert layer is (net.stages if arch == "stagenet" else net.features)
+    # The probe pass leaves the model as it found it: mode and BatchNorm statistics.
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 def test_gradcam_points_at_the_object():
@@ -321,3 +349,24 @@ def test_gradcam_points_at_the_object():
     ratios = np.array([heat[y : y + 8, x : x + 8].mean() / heat.mean() for heat, (y, x) in zip(heatmaps, corners)])
     assert ratios.min() > 1.3 and np.median(ratios) > 2.2
 
+
+
+# --- end to end on a run the real engine trained ----------------------------------------------
+
+
+def test_smoke_run_ends_with_the_full_evaluation(smoke_run):
+    """`cifar100 train` itself evaluates at the end: metrics.json is the complete one."""
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "checkpoints/best.pt"
+    assert {"top1", "top5", "loss", "ece", "per_class", "most_confused"} <= set(metrics["test"])
+    assert metrics["val"]["images"] > 0 and metrics["train_seconds"] > 0
+    # The number is the model's: recomputed here from best.pt on the run's own test images.
+    config = json.loads((smoke_run / "config.json").read_text())
+    dataset = load_dataset(config["dataset"]["spec"], config["dataset"]["data_dir"], quiet=True)
+    predicted = load_model(smoke_run).logits(dataset.test.images).argmax(1).numpy()
+    assert metrics["test"]["top1"] == pytest.approx((predicted == dataset.test.labels).mean(), abs=1e-6)
+    for key in ("history", "confusion_matrix", "per_class_accuracy", "reliability", "prediction_gallery",
+                "confident_mistakes", "gradcam"):
+        assert (smoke_run / metrics["figures"][key]).stat().st_size > 5000
+    assert "superclass_confusion" not in metrics["figures"]  # CIFAR-10 has no superclasses
+    assert (smoke_run / "report.html").is_file()

@@ -50,10 +50,13 @@ def feature_map_module(net: nn.Module, image_size: int = 32) -> nn.Module:
 
     hooks = [m.register_forward_hook(record) for m in net.modules() if m is not net]
     p = next(net.parameters())
+    was_training = net.training
+    net.eval()  # the probe must not touch BatchNorm's running statistics
     try:
         with torch.no_grad():
             net(torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=p.dtype))
     finally:
+        net.train(was_training)
         for h in hooks:
             h.remove()
     if not producers:
@@ -65,13 +68,14 @@ def grad_cam(classifier: nn.Module, images: np.ndarray, targets: np.ndarray | No
     """images: uint8 (N, H, W, 3). Returns heat maps float (N, H, W) scaled to 0..1 per image,
     and the classes they explain (the predicted ones unless `targets` is given)."""
     net = classifier.net if hasattr(classifier, "net") else classifier
+    was_training = classifier.training
+    # Eval mode before any forward pass: BatchNorm must use (and never update) its running stats.
+    classifier.eval()
     layer = feature_map_module(net, images.shape[1])
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
     device = next(classifier.parameters()).device
     x = torch.as_tensor(images).to(device).permute(0, 3, 1, 2).float().div(255)
-    was_training = classifier.training
-    classifier.eval()
     try:
         with torch.enable_grad():
             # The input asks for a gradient so the graph exists even if every weight is frozen.
@@ -333,28 +337,24 @@ def evaluate_run(
     figures = draw_figures(model, dataset, results["test"], history, out / "plots", test_label,
                            {"train": train, **splits})
     metrics["figures"] = {f.key: _relative(f.path, out) for f in figures}
-    previous = out / "metrics.json"
-    if previous.is_file():
-        # Training time belongs to the run, not to this evaluation: carry it over.
-        try:
-            train_seconds = read_json(previous).get("train_seconds")
-        except (ValueError, AttributeError):
-            train_seconds = None
-        if train_seconds is not None:
-            metrics["train_seconds"] = train_seconds
+    if history is not None and len(history["epoch"]):
+        # The run's training time, from its own per-epoch record (resumed runs included).
+        metrics["train_seconds"] = round(float(np.nansum(history["seconds"])), 2)
     metrics["evaluated"] = datetime.now().isoformat(timespec="seconds")
     metrics["evaluation_seconds"] = round(time.perf_counter() - started, 2)
-    write_json(previous, metrics)
+    metrics_path = write_json(out / "metrics.json", metrics)
     report = write_report(out / "report.html", metrics=metrics, figures=figures, config=config,
                           title=model.run_dir.name if model.run_dir is not None else model.checkpoint_path.name,
-                          evaluate_command=evaluate_command(run_or_checkpoint, which, tta))
+                          evaluate_command=evaluate_command(run_or_checkpoint, which, tta, data_dir, out_dir))
     if not quiet:
         print(format_summary(metrics))
-        print(f"wrote {previous}, {out / 'plots'}/ ({len(figures)} figures) and {report}")
+        print(f"wrote {metrics_path}, {out / 'plots'}/ ({len(figures)} figures) and {report}")
     return metrics
 
 
-def evaluate_command(run_or_checkpoint: str | Path, which: str, tta: bool) -> str:
+def evaluate_command(run_or_checkpoint: str | Path, which: str, tta: bool, data_dir: str | None = None,
+                     out_dir: str | Path | None = None) -> str:
+    """The command line that makes this evaluation again."""
     import shlex
 
     parts = ["cifar100", "evaluate", str(run_or_checkpoint)]
@@ -362,6 +362,10 @@ def evaluate_command(run_or_checkpoint: str | Path, which: str, tta: bool) -> st
         parts += ["--which", which]
     if tta:
         parts.append("--tta")
+    if data_dir is not None:
+        parts += ["--data-dir", str(data_dir)]
+    if out_dir is not None:
+        parts += ["--out", str(out_dir)]
     return shlex.join(parts)
 
 

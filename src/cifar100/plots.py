@@ -305,7 +305,7 @@ def plot_confusion_matrix(
         right.set_yticklabels(labels, fontsize=max(6.0, fontsize + 1))
         right.tick_params(length=0)
     bar = fig.add_axes(((left + side + group_in) / width, name_in / height, 0.18 / width, side / 2 / height))
-    fig.colorbar(image, cax=bar, label="share of the true class's images")
+    fig.colorbar(image, cax=bar, label="share of the true class's images" + (" (cells: %)" if k <= 20 else ""))
     _percent_axis(bar)
     return save_figure(fig, path)
 
