@@ -80,6 +80,12 @@ def decode_image(
         # Pillow reports a cut-off or corrupt pixel stream as OSError ("image file is
         # truncated"), and a broken header as SyntaxError/ValueError, depending on the format.
         raise ImageError(f"{label}: the image is truncated or corrupt ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        # Crafted headers get through Pillow's plugins as other types too (a TIFF strip offset
+        # stored as a fraction: TypeError; as a huge number: OverflowError; DDS and BLP:
+        # NotImplementedError; found by tests/test_fuzz.py). Bytes no decoder can make sense of
+        # are a corrupt file, whatever the plugin calls it.
+        raise ImageError(f"{label}: the image is corrupt ({type(exc).__name__}: {exc})") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
