@@ -185,3 +185,33 @@ def test_crafted_headers_found_by_fuzzing_are_image_errors(tmp_path, data, pillo
     with pytest.raises(ImageError, match=r"photo.jpg: the image is (truncated or )?corrupt"):
         decode_image(path)
 
+
+
+def test_postscript_is_refused_without_running_ghostscript(tmp_path):
+    """Pillow renders EPS by running Ghostscript, an external program with a history of
+    exploits through crafted PostScript. A `gs` on the PATH that records its calls shows whether
+    decoding a file named like a photo runs it (in a fresh process: Pillow caches where gs is)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ran = tmp_path / "gs-ran"
+    fake_gs = bin_dir / "gs"
+    fake_gs.write_text(f"#!/bin/sh\necho \"$@\" >> {ran}\n")
+    fake_gs.chmod(0o755)
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(encode(Image.new("RGB", (4, 4), (1, 2, 3)), "EPS"))
+    script = textwrap.dedent(
+        """
+        import sys
+        from cifar100.errors import ImageError
+        from cifar100.images import decode_image
+        try:
+            decode_image(sys.argv[1])
+        except ImageError as exc:
+            print(exc)
+        """
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, "-c", script, str(photo)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not ran.exists(), f"Ghostscript was run: {ran.read_text()}"
+    assert "holiday.jpg: not an image" in result.stdout

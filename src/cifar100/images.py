@@ -12,6 +12,7 @@ when `crop=False`) and a good-quality downscale to `size` x `size` uint8 RGB.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -26,6 +27,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # Transparent pixels are shown on white, as a browser or file viewer shows them; black would
 # turn a logo on a transparent background into a dark blob the model never saw in training.
 BACKGROUND = (255, 255, 255)
+
+# Pillow renders EPS by running Ghostscript, an external program with a history of exploits
+# through crafted PostScript; a photo is never PostScript, so that plugin is never used.
+REFUSED_FORMATS = {"EPS"}
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -56,7 +61,7 @@ def decode_image(
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make it a refusal too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
+            with Image.open(stream, formats=_decodable_formats()) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageError(
@@ -86,6 +91,12 @@ def decode_image(
         # NotImplementedError; found by tests/test_fuzz.py). Bytes no decoder can make sense of
         # are a corrupt file, whatever the plugin calls it.
         raise ImageError(f"{label}: the image is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+@functools.cache
+def _decodable_formats() -> tuple[str, ...]:
+    Image.init()  # registers every plugin, so the list is complete
+    return tuple(name for name in Image.OPEN if name not in REFUSED_FORMATS)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
