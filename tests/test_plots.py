@@ -97,7 +97,9 @@ def test_gallery_marks_passed_green_and_failed_red(tmp_path):
     failed = png(plots.plot_prediction_gallery([gray] * 3, ["cat"] * 3, ["dog"] * 3, [0.9] * 3, tmp_path / "f.png"))
     full = png(plots.plot_prediction_gallery(rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
                                              ["a"] * 32, ["a", "b"] * 16, [0.5] * 32, tmp_path / "full.png"))
-    assert passed.shape[:2] == failed.shape[:2] == full.shape[:2] == expected
+    # A model without mistakes still gets its (empty) gallery, at the same size.
+    empty = png(plots.plot_prediction_gallery(np.zeros((0, 32, 32, 3), np.uint8), [], [], [], tmp_path / "e.png"))
+    assert passed.shape[:2] == failed.shape[:2] == full.shape[:2] == empty.shape[:2] == expected
     # Three frames of 4-pixel-wide lines around 135-pixel pictures, plus the verdict text.
     assert color_pixels(passed, plots.PASSED_COLOR) > 3 * 2000 and color_pixels(passed, plots.FAILED_COLOR) < 50
     assert color_pixels(failed, plots.FAILED_COLOR) > 3 * 2000 and color_pixels(failed, plots.PASSED_COLOR) < 50

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--tta", action="store_true",
                    help="also report accuracy with flip test-time augmentation, as separate rows")
     p.add_argument("--data-dir", help="dataset cache (default: the run's, else $CIFAR100_DATA or ~/.cache/cifar100)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run the model (default: auto, a CUDA GPU when there is one)")
     p.add_argument("--out", help="write metrics.json, plots/ and report.html here instead")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
