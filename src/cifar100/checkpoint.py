@@ -54,6 +54,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else is another kind of file or a cut one.
+        raise CheckpointError(f"{path} is not a checkpoint file (not a PyTorch archive; truncated or another kind of file)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -63,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
             f"refusing to load {path}: it is not a plain-data checkpoint (it would need to run code "
             f"or build arbitrary objects to load). Details: {str(exc).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many kinds (RuntimeError, KeyError, EOFError...) on a damaged archive
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cifar100 checkpoint")

@@ -150,7 +150,8 @@ def to_model_input(img: Image.Image, size: int = 32, crop: bool = True) -> np.nd
         box = (left, top, left + side, top + side)
     else:
         box = (0, 0, width, height)
-    # reducing_gap: shrink by an integer factor with a box filter first, then Lanczos for the
-    # last step; as sharp as pure Lanczos and far faster on a 12-megapixel photo.
-    small = img.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    # Crop first: resize(box=...) would let Lanczos pull colour from outside the crop into the
+    # border pixels. reducing_gap: shrink by an integer factor with a box filter first, then
+    # Lanczos for the last step; as sharp as pure Lanczos and far faster on a 12-megapixel photo.
+    small = img.crop(box).resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.array(small, dtype=np.uint8)
