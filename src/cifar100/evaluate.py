@@ -176,9 +176,9 @@ def draw_figures(
     history: dict[str, np.ndarray] | None,
     plots_dir: Path,
     split_label: str,
-    split_sizes: dict[str, Split],
+    distribution_splits: dict[str, Split],
 ) -> list[Figure]:
-    """split_sizes: the train/val/test splits whose class counts the distribution shows."""
+    """distribution_splits: the train/val/test splits whose class counts the distribution shows."""
     from cifar100 import plots
 
     classes = model.classes
@@ -195,7 +195,7 @@ def draw_figures(
         add("history", "Training history",
             f"Accuracy, loss and learning rate per epoch; the dashed line marks the best epoch ({best}).",
             lambda p: plots.plot_history(history, p, best_epoch=best, title="Training history"))
-    counts = {name: np.bincount(split.labels, minlength=len(classes)) for name, split in split_sizes.items()}
+    counts = {name: np.bincount(split.labels, minlength=len(classes)) for name, split in distribution_splits.items()}
     add("class_distribution", "Class distribution",
         f"Images per class in the {', '.join(counts)} splits the model was trained and evaluated on.",
         lambda p: plots.plot_class_distribution(classes, counts, p, title=f"Images per class in {dataset.name}"))
