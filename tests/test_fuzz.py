@@ -9,23 +9,26 @@ heading are the crashes fuzzing found, kept as plain tests."""
 
 from __future__ import annotations
 
+import builtins
 import functools
 import io
 import os
+import pickle
 import struct
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import CIFAR100_PARTIAL, mini_cifar100_batches, py2_pickle_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cifar100.errors import ImageError
+from cifar100.cifar_archives import CIFAR100, read_extracted, read_pickle
+from cifar100.errors import DatasetError, ImageError
 from cifar100.images import decode_image, to_model_input
 
 
@@ -48,22 +51,23 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 # --- mutations ------------------------------------------------------------------------------
 
 
-# Where a mutation lands: the first 64 bytes hold the headers that steer a parser, so half of
-# the mutations go there; the rest anywhere in the file.
-positions = st.one_of(st.integers(0, 63), st.integers(0, 1 << 20))
-mutation = st.one_of(
-    st.tuples(st.just("set"), positions, st.integers(0, 255)),
-    st.tuples(st.just("truncate"), positions, st.just(0)),
-    st.tuples(st.just("insert"), positions, st.binary(min_size=1, max_size=8)),
-    st.tuples(st.just("delete"), positions, st.integers(1, 8)),
-    # Extreme values where parsers read sizes, offsets and counts.
-    st.tuples(st.just("word"), positions, st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00"])),
-)
+def mutations(positions: st.SearchStrategy[int]) -> st.SearchStrategy[list[tuple]]:
+    """1 to 6 edits: set a byte, cut the file, insert or delete a few bytes, or write an extreme
+    32-bit value where parsers read sizes, offsets and counts. A negative position counts from
+    the end."""
+    edit = st.one_of(
+        st.tuples(st.just("set"), positions, st.integers(0, 255)),
+        st.tuples(st.just("truncate"), positions, st.just(0)),
+        st.tuples(st.just("insert"), positions, st.binary(min_size=1, max_size=8)),
+        st.tuples(st.just("delete"), positions, st.integers(1, 8)),
+        st.tuples(st.just("word"), positions, st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00"])),
+    )
+    return st.lists(edit, min_size=1, max_size=6)
 
 
-def mutate(data: bytes, mutations: list[tuple]) -> bytes:
+def mutate(data: bytes, edits: list[tuple]) -> bytes:
     out = bytearray(data)
-    for op, position, arg in mutations:
+    for op, position, arg in edits:
         i = position % (len(out) + 1)
         if op == "set" and i < len(out):
             out[i] = arg
@@ -133,9 +137,10 @@ def test_seed_images_decode():
 
 
 @fuzz(1500)
-@given(name=st.sampled_from(sorted(seed_images())), mutations=st.lists(mutation, min_size=1, max_size=6))
-def test_mutated_images_decode_or_raise_image_error(name, mutations):
-    assert_decodes_or_refuses(mutate(seed_images()[name], mutations))
+# The first 64 bytes hold the headers that steer a parser: half of the edits land there.
+@given(name=st.sampled_from(sorted(seed_images())), edits=mutations(st.one_of(st.integers(0, 63), st.integers(0, 1 << 20))))
+def test_mutated_images_decode_or_raise_image_error(name, edits):
+    assert_decodes_or_refuses(mutate(seed_images()[name], edits))
 
 
 # File signatures, so that random bytes reach the format parsers and not only the "unknown
@@ -215,3 +220,179 @@ def test_postscript_is_refused_without_running_ghostscript(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not ran.exists(), f"Ghostscript was run: {ran.read_text()}"
     assert "holiday.jpg: not an image" in result.stdout
+
+
+# --- CIFAR pickles ----------------------------------------------------------------------------
+
+
+class Forged:
+    """Pickles as `func(*args)`, then `__setstate__(state)` if a state is given: any call a
+    crafted file could ask the unpickler to make."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def numpy_reconstruct():
+    return np._core.multiarray._reconstruct
+
+
+def forged_array(shape, raw: bytes, dtype_state=(3, "|", None, None, None, -1, -1, 0), dtype_name="u1"):
+    """The opcodes numpy writes for an array, with every field chosen by the caller."""
+    dtype = Forged(np.dtype, (dtype_name, False, True), dtype_state)
+    return Forged(numpy_reconstruct(), (np.ndarray, (0,), b"b"), (1, shape, dtype, False, raw))
+
+
+@functools.cache
+def small_batches() -> tuple[dict, dict]:
+    """Train and test batch dicts of 4 and 2 real CIFAR-100 images, official format."""
+    train, test = mini_cifar100_batches()
+
+    def head(batch, n):
+        return {k: v[:n] if isinstance(v, (list, np.ndarray)) else v for k, v in batch.items()}
+
+    return head(train, 4), head(test, 2)
+
+
+def write_extracted(folder: Path, train: bytes, test: bytes | None = None, meta: bytes | None = None) -> Path:
+    """An extracted cifar-100-python folder: the official meta and the given pickles."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta").write_bytes(meta if meta is not None else (CIFAR100_PARTIAL / "meta").read_bytes())
+    (folder / "train").write_bytes(train)
+    (folder / "test").write_bytes(test if test is not None else py2_pickle_bytes(small_batches()[1]))
+    return folder
+
+
+def assert_reads_or_refuses(folder: Path) -> None:
+    """The contract of the pickle reader: a well-formed dataset, or a DatasetError."""
+    try:
+        dataset = read_extracted(CIFAR100, folder)
+    except DatasetError:
+        return
+    # (A damaged meta may well name 99 or 101 classes: the labels must then fit those.)
+    assert all(isinstance(name, str) for name in dataset.classes + dataset.coarse_classes)
+    for split in (dataset.train, dataset.test):
+        n = len(split.labels)
+        assert split.images.dtype == np.uint8 and split.images.shape == (n, 32, 32, 3)
+        assert split.labels.dtype == np.int64 and split.coarse_labels.dtype == np.int64
+        assert split.coarse_labels.shape == (n,)
+        assert n == 0 or (0 <= split.labels.min() and split.labels.max() < dataset.num_classes)
+        assert n == 0 or (0 <= split.coarse_labels.min() and split.coarse_labels.max() < len(dataset.coarse_classes))
+
+
+def test_small_batches_read(tmp_path):
+    train, test = small_batches()
+    dataset = read_extracted(CIFAR100, write_extracted(tmp_path, py2_pickle_bytes(train)))
+    assert len(dataset.train) == 4 and len(dataset.test) == 2
+    assert dataset.train.labels.tolist() == train[b"fine_labels"]
+
+
+# Pickle structure sits at both ends (labels and names first; the array's dtype, shape and
+# flags around its bytes at the end), the pixel bytes in between.
+@fuzz(700)
+@given(
+    member=st.sampled_from(["train", "meta"]),
+    edits=mutations(st.one_of(st.integers(0, 700), st.integers(-80, -1), st.integers(0, 1 << 20))),
+)
+def test_mutated_pickles_read_or_raise_dataset_error(tmp_path_factory, member, edits):
+    train = py2_pickle_bytes(small_batches()[0])
+    meta = (CIFAR100_PARTIAL / "meta").read_bytes()
+    if member == "train":
+        train = mutate(train, edits)
+    else:
+        meta = mutate(meta, edits)
+    assert_reads_or_refuses(write_extracted(tmp_path_factory.mktemp("cifar"), train, meta=meta))
+
+
+def test_a_few_bytes_cannot_declare_a_huge_array(tmp_path):
+    """numpy's own unpickling lets a file call ndarray((50000, 3072)): 150 MB of images out of a
+    pickle of 200 bytes, and with a larger shape, all the memory there is."""
+    n = 50_000
+    for data in (
+        Forged(np.ndarray, ((n, 3072), "u1")),
+        forged_array((n, 3072), b"\0" * 3072),
+    ):
+        train = pickle.dumps({b"data": data, b"fine_labels": Forged(np.ndarray, ((n,), "i8")),
+                              b"coarse_labels": Forged(np.ndarray, ((n,), "i8"))}, protocol=2)
+        assert len(train) < 4000
+        with pytest.raises(DatasetError, match=r"train: the pickle (calls numpy.ndarray|declares a 50000 x 3072 array)"):
+            read_extracted(CIFAR100, write_extracted(tmp_path, train))
+
+
+def test_malformed_dtype_state_is_an_error_not_a_crash(tmp_path):
+    """numpy's dtype.__setstate__ crashes the interpreter (segfault) on this state, which a
+    mutated official pickle produced; read in a child process so a crash is a failure here."""
+    train = pickle.dumps({b"data": forged_array((4, 3072), bytes(4 * 3072), dtype_state=(3, b"N", None, -1, -1, 0))}, protocol=2)
+    path = write_extracted(tmp_path, train) / "train"
+    script = "import sys\nfrom cifar100.cifar_archives import read_pickle\ntry:\n    read_pickle(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"the reader crashed (exit {result.returncode}): {result.stderr[-2000:]}"
+    assert result.stdout.startswith("DatasetError") and "train" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "make_call",
+    [
+        lambda marker: Forged(os.system, (f"touch {marker}",)),
+        lambda marker: Forged(subprocess.call, (["touch", str(marker)],)),
+        lambda marker: Forged(builtins.exec, (f"open({str(marker)!r}, 'w').close()",)),
+        lambda marker: Forged(np.save, (str(marker), np.zeros(1))),
+        lambda marker: Forged(Path.touch, (marker,)),
+    ],
+    ids=["os.system", "subprocess.call", "exec", "numpy.save", "Path.touch"],
+)
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pickles_that_would_run_code_are_refused(tmp_path, make_call, protocol):
+    marker = tmp_path / "ran"
+    train = pickle.dumps({b"data": make_call(marker), b"fine_labels": [0]}, protocol=protocol)
+    with pytest.raises(DatasetError, match=r"train: the pickle asks for .*; refusing it"):
+        read_extracted(CIFAR100, write_extracted(tmp_path / "cifar", train))
+    assert not marker.exists() and not marker.with_suffix(".npy").exists()
+
+
+@pytest.mark.parametrize(
+    "opcode",
+    [pickle.BINBYTES8 + struct.pack("<Q", 2**40), pickle.BINUNICODE8 + struct.pack("<Q", 2**62),
+     pickle.LONG4 + struct.pack("<i", 2**31 - 1), pickle.BINBYTES + struct.pack("<I", 2**32 - 1)],
+    ids=["bytes-1TB", "unicode-4EB", "long-2GB", "bytes-4GB"],
+)
+def test_huge_declared_lengths_are_refused_at_once(tmp_path, opcode):
+    path = tmp_path / "train"
+    path.write_bytes(b"\x80\x04" + opcode + b"only a few bytes")
+    with pytest.raises(DatasetError, match=r"train is truncated or corrupt"):
+        read_pickle(path)
+
+
+def test_a_huge_memo_index_costs_no_memory(tmp_path):
+    """Python's C unpickler allocates its memo as an array as long as the largest index a file
+    names: these 12 bytes would cost it 1 GiB (a fuzzed pickle took 36 s and 8 GB). Measured in a
+    child process, which reports its own peak memory."""
+    path = tmp_path / "train"
+    path.write_bytes(b"\x80\x02]" + pickle.LONG_BINPUT + struct.pack("<I", 2**27) + b".")
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        from cifar100.cifar_archives import read_pickle
+        print(read_pickle(sys.argv[1]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, peak_mib = result.stdout.rsplit(" ", 1)
+    assert value == "[]" and int(peak_mib) < 400, result.stdout
+
+
+def test_a_pickle_cannot_change_the_readers_own_objects(tmp_path):
+    """BUILD sets the attributes of whatever object is on the stack; here the reader's stand-in
+    for numpy's scalar(), whose defaults it tries to replace."""
+    state = pickle.dumps((None, {"__defaults__": (1, 2)}), protocol=2)[2:-1]  # without PROTO and STOP
+    path = tmp_path / "train"
+    path.write_bytes(b"\x80\x02cnumpy._core.multiarray\nscalar\n" + state + pickle.BUILD + pickle.STOP)
+    with pytest.raises(DatasetError, match=r"train: the pickle sets the state of a function"):
+        read_pickle(path)
+    from cifar100 import cifar_archives
+
+    assert cifar_archives._scalar.__defaults__ is None
