@@ -307,6 +307,85 @@ def test_mutated_pickles_read_or_raise_dataset_error(tmp_path_factory, member, e
     assert_reads_or_refuses(write_extracted(tmp_path_factory.mktemp("cifar"), train, meta=meta))
 
 
+def label_lists(n: int) -> st.SearchStrategy:
+    """Label fields as a damaged or forged file may hold them."""
+    whole = st.integers(-3, 2**70)
+    return st.one_of(
+        st.lists(st.integers(0, 99), min_size=n, max_size=n),  # good
+        st.lists(whole, min_size=0, max_size=n + 2),
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=n, max_size=n),
+        st.lists(st.lists(st.integers(0, 99), max_size=2), min_size=n, max_size=n),
+        st.builds(lambda v: np.array(v, dtype=np.int64), st.lists(st.integers(-3, 2**40), min_size=n, max_size=n)),
+        st.binary(max_size=n),
+        st.none(),
+    )
+
+
+def image_rows(n: int) -> st.SearchStrategy:
+    return st.one_of(
+        st.just(np.zeros((n, 3072), dtype=np.uint8)),  # good
+        st.builds(
+            lambda dtype, rows, width: np.zeros((rows, width), dtype=dtype),
+            st.sampled_from([np.uint8, np.int64, np.float32, np.uint16]), st.integers(0, n + 2), st.sampled_from([3072, 3071, 1024]),
+        ),
+        st.just(np.zeros((n, 3, 1024), dtype=np.uint8)),
+        st.lists(st.lists(st.integers(0, 255), max_size=4), max_size=3),  # ragged nesting
+        st.binary(max_size=64),
+        st.integers(),
+    )
+
+
+@st.composite
+def forged_batches(draw):
+    """A batch dict with fields missing, of the wrong type or length, or arrays that declare a
+    size their bytes do not have."""
+    n = draw(st.integers(0, 4))
+    fields = {
+        "data": image_rows(n),
+        "fine_labels": label_lists(n),
+        "coarse_labels": label_lists(n),
+        "filenames": st.lists(st.binary(max_size=8), min_size=n, max_size=n),
+    }
+    batch = {}
+    for key, strategy in fields.items():
+        if draw(st.integers(0, 9)) == 0:
+            continue  # a missing key
+        batch[key.encode() if draw(st.booleans()) else key] = draw(strategy)
+    if draw(st.booleans()):
+        rows = draw(st.integers(0, 10**9))
+        raw = bytes(draw(st.sampled_from([0, 3072, 3072 * n])))
+        batch[b"data"] = forged_array((rows, 3072), raw)
+    return batch
+
+
+@fuzz(400)
+@given(batch=forged_batches(), protocol=st.sampled_from(["py2", 2, 3, 4]))
+def test_forged_batches_read_or_raise_dataset_error(tmp_path_factory, batch, protocol):
+    data = py2_pickle_bytes(batch) if protocol == "py2" else pickle.dumps(batch, protocol=protocol)
+    assert_reads_or_refuses(write_extracted(tmp_path_factory.mktemp("cifar"), data))
+
+
+def batch_with(**fields) -> bytes:
+    train = dict(small_batches()[0])
+    train.update({key.encode(): value for key, value in fields.items()})
+    return pickle.dumps(train, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        (batch_with(data=[[1, 2], [3]]), r"'data' must be uint8 rows of 3072 values"),
+        (batch_with(fine_labels=[2**70, 0, 0, 0]), r"'fine_labels' is not a list of integers"),
+        (batch_with(fine_labels=[float("inf"), 0, 0, 0]), r"'fine_labels' is not a list of integers"),
+        (batch_with(coarse_labels=[0.5, 0, 0, 0]), r"'coarse_labels' is not a list of integers"),
+    ],
+    ids=["ragged-data", "huge-label", "infinite-label", "fractional-label"],
+)
+def test_wrong_types_found_by_fuzzing_are_dataset_errors(tmp_path, train, message):
+    with pytest.raises(DatasetError, match=message):
+        read_extracted(CIFAR100, write_extracted(tmp_path, train))
+
+
 def test_a_few_bytes_cannot_declare_a_huge_array(tmp_path):
     """numpy's own unpickling lets a file call ndarray((50000, 3072)): 150 MB of images out of a
     pickle of 200 bytes, and with a larger shape, all the memory there is."""

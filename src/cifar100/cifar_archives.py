@@ -222,8 +222,10 @@ def read_extracted(spec: ArchiveSpec, folder: str | Path) -> Dataset:
 
 def _read_batch(path: Path, label_key: str, coarse_key: str | None, num_classes: int, coarse_classes) -> Split:
     batch = read_pickle(path)
-    data = _field(batch, "data", path)
-    data = np.asarray(data)
+    try:
+        data = np.asarray(_field(batch, "data", path))
+    except (TypeError, ValueError, OverflowError):  # ragged lists, numbers too large for any dtype
+        data = np.empty(0, dtype=object)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
         raise DatasetError(
             f"{path}: 'data' must be uint8 rows of {IMAGE_BYTES} values, got {data.dtype} {data.shape}"
@@ -239,9 +241,16 @@ def _read_batch(path: Path, label_key: str, coarse_key: str | None, num_classes:
 
 def _labels(batch: dict, key: str, path: Path, count: int, num_classes: int) -> np.ndarray:
     try:
-        labels = np.asarray(_field(batch, key, path), dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{path}: '{key}' is not a list of integers") from None
+        labels = np.asarray(_field(batch, key, path))
+    except (TypeError, ValueError, OverflowError):
+        labels = np.empty(0, dtype=object)
+    if labels.size == 0:
+        labels = labels.astype(np.int64)  # [] reads as float64
+    # Whole numbers only: int64 casting would turn 0.5 into 0, inf into an OverflowError, and a
+    # number beyond int64 into another one.
+    if labels.dtype.kind not in "iu" or (labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max):
+        raise DatasetError(f"{path}: '{key}' is not a list of integers")
+    labels = labels.astype(np.int64)
     if labels.shape != (count,):
         raise DatasetError(f"{path}: {count} images but {labels.size} '{key}' (the lengths must match)")
     if count and (labels.min() < 0 or labels.max() >= num_classes):
