@@ -242,8 +242,8 @@ def _read_batch(path: Path, label_key: str, coarse_key: str | None, num_classes:
 def _labels(batch: dict, key: str, path: Path, count: int, num_classes: int) -> np.ndarray:
     try:
         labels = np.asarray(_field(batch, key, path))
-    except (TypeError, ValueError, OverflowError):
-        labels = np.empty(0, dtype=object)
+    except (TypeError, ValueError, OverflowError):  # ragged nesting, numbers beyond any dtype
+        raise DatasetError(f"{path}: '{key}' is not a list of integers") from None
     if labels.size == 0:
         labels = labels.astype(np.int64)  # [] reads as float64
     # Whole numbers only: int64 casting would turn 0.5 into 0, inf into an OverflowError, and a
