@@ -510,7 +510,8 @@ class Trainer:
         # On a CPU there is nothing to stall, so the bar and the NaN check run every step.
         sync_every = 1 if device.type == "cpu" else max(1, self.steps_per_epoch // 10)
         started = time.perf_counter()
-        for i, batch in enumerate(self.train_loader.epoch(epoch)):
+        small = cfg.progressive_size and epoch <= cfg.progressive_epochs
+        for i, batch in enumerate(self.train_loader.epoch(epoch, cfg.progressive_size if small else None)):
             step = (epoch - 1) * self.steps_per_epoch + i
             with self.autocast:
                 logits = model(batch.inputs)

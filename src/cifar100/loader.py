@@ -82,7 +82,9 @@ class DeviceLoader:
     def num_samples_per_rank(self) -> int:
         return len(self.labels) // self.world_size if self.shuffle else len(self.labels)
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+    def epoch(self, epoch: int = 0, size: int | None = None) -> Iterator[Batch]:
+        """The batches of one epoch; `size` < 32 trains on random size x size crops
+        (progressive resizing: the net is size-agnostic, early epochs cost (size/32)^2)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         n = len(self.labels)
         if self.shuffle:
@@ -96,15 +98,17 @@ class DeviceLoader:
             index = order[start : start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:
                 break
-            yield self._make_batch(index, epoch, g)
+            yield self._make_batch(index, epoch, g, size)
 
-    def _make_batch(self, index: torch.Tensor, epoch: int, g: torch.Generator) -> Batch:
+    def _make_batch(self, index: torch.Tensor, epoch: int, g: torch.Generator, size: int | None) -> Batch:
         aug, device = self.augment, self.device
         b = len(index)
         x = self.images[index]
-        pad = aug.translate
-        if pad:
-            x = _random_crop(x, pad, torch.randint(0, 2 * pad + 1, (2, b), generator=g).to(device))
+        full = x.shape[-1] - 2 * aug.translate
+        size = size or full
+        if x.shape[-1] > size:
+            slack = x.shape[-1] - size
+            x = _random_crop(x, size, torch.randint(0, slack + 1, (2, b), generator=g).to(device))
         x = x.float().mul_(self.scale).add_(self.shift)
         if aug.flip == "random":
             x = torch.where(torch.randint(0, 2, (b, 1, 1, 1), generator=g).bool().to(device), x.flip(3), x)
@@ -131,10 +135,10 @@ class DeviceLoader:
         return batch
 
 
-def _random_crop(padded: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Crop each padded image at its own (dy, dx) offset in one gather."""
-    b, c, h, w = padded.shape
-    h, w = h - 2 * pad, w - 2 * pad
+def _random_crop(padded: torch.Tensor, size: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Crop a size x size window from each image at its own (dy, dx) offset, in one gather."""
+    b = padded.shape[0]
+    h = w = size
     rows = torch.arange(h, device=padded.device).view(1, h) + offsets[0].view(b, 1)
     cols = torch.arange(w, device=padded.device).view(1, w) + offsets[1].view(b, 1)
     n = torch.arange(b, device=padded.device).view(b, 1, 1)

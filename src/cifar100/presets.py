@@ -46,6 +46,10 @@ class TrainConfig:
     translate: int = 2  # random shift of up to this many pixels (reflect padding + crop)
     flip: str = "alternating"
     cutout: int = 0  # side of a square zeroed at a random place; 0 = off
+    # Progressive resizing: the first progressive_epochs train on random progressive_size
+    # crops, at (size/32)^2 of the cost; the rest at full size. 0 = off.
+    progressive_size: int = 0
+    progressive_epochs: int = 0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     # Data and run.
@@ -75,6 +79,9 @@ class TrainConfig:
         need(0 <= self.translate <= 16, f"translate must be 0..16 pixels, got {self.translate}")
         need(0 <= self.cutout <= 32, f"cutout must be 0..32 pixels, got {self.cutout}")
         need(self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0")
+        need(self.progressive_size == 0 or 8 <= self.progressive_size <= 32,
+             f"progressive size must be 0 (off) or 8..32 pixels, got {self.progressive_size}")
+        need(self.progressive_epochs >= 0, f"progressive epochs must be >= 0, got {self.progressive_epochs}")
         need(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
         need(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
         need(self.plateau_patience >= 0 and 0 < self.plateau_factor < 1, "plateau patience >= 0 and 0 < factor < 1")
