@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import builtins
 import functools
+import gzip
 import io
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_fixtures import CIFAR100_PARTIAL, mini_cifar100_batches, py2_pickle_bytes
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from cifar100.cifar_archives import CIFAR100, read_extracted, read_pickle
 from cifar100.errors import DatasetError, ImageError
+from cifar100.image_folder import CACHE_FOLDER, load_image_folder
 from cifar100.images import decode_image, to_model_input
 
 
@@ -475,3 +478,77 @@ def test_a_pickle_cannot_change_the_readers_own_objects(tmp_path):
     from cifar100 import cifar_archives
 
     assert cifar_archives._scalar.__defaults__ is None
+
+
+# --- image-folder archives ----------------------------------------------------------------------
+
+
+@functools.cache
+def pets_archive() -> tuple[bytes, bytes]:
+    """A tiny image-folder dataset as (tar bytes, .tar.gz bytes): two classes, PNG and JPEG."""
+    rng = np.random.default_rng(1)
+
+    def picture(fmt: str) -> bytes:
+        return encode(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)), fmt)
+
+    members = {
+        "pets/train/cat/1.png": picture("PNG"), "pets/train/cat/2.jpg": picture("JPEG"),
+        "pets/train/dog/1.png": picture("PNG"), "pets/train/dog/2.jpg": picture("JPEG"),
+        "pets/test/cat/1.png": picture("PNG"), "pets/test/dog/1.jpg": picture("JPEG"),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    raw = buffer.getvalue()
+    return raw, gzip.compress(raw, mtime=0)
+
+
+def cache_contents(data_dir: Path) -> list[str]:
+    folder = data_dir / CACHE_FOLDER
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def assert_well_formed(dataset) -> None:
+    for split in (dataset.train, dataset.test):
+        assert split.images.dtype == np.uint8 and split.images.shape == (len(split.labels), 32, 32, 3)
+        assert split.labels.dtype == np.int64
+        assert len(split.labels) == 0 or split.labels.max() < dataset.num_classes
+
+
+def test_pets_archive_reads(tmp_path):
+    archive = tmp_path / "pets.tar.gz"
+    archive.write_bytes(pets_archive()[1])
+    dataset = load_image_folder(archive, tmp_path / "data", quiet=True)
+    assert dataset.classes == ["cat", "dog"] and len(dataset.train) == 4 and len(dataset.test) == 2
+
+
+@fuzz(300)
+@given(layer=st.sampled_from(["gzip", "tar"]), edits=mutations(st.one_of(st.integers(0, 600), st.integers(-64, -1), st.integers(0, 1 << 20))))
+def test_mutated_archives_read_or_raise_and_leave_the_cache_consistent(tmp_path_factory, layer, edits):
+    """Damage either the compressed bytes (gzip's checks catch it, but only at the end of the
+    stream) or the tar inside a valid gzip stream (headers, sizes, names, image bytes). The load
+    gives a well-formed dataset or a DatasetError; afterwards the cache holds no temporary file,
+    and the good archive put back in place loads as itself, not as a stale cache."""
+    raw, good = pets_archive()
+    work = tmp_path_factory.mktemp("pets")
+    archive, data_dir = work / "pets.tar.gz", work / "data"
+    archive.write_bytes(mutate(good, edits) if layer == "gzip" else gzip.compress(mutate(raw, edits), mtime=0))
+    try:
+        assert_well_formed(load_image_folder(archive, data_dir, quiet=True))
+        event(f"{layer}: loaded")
+    except DatasetError:
+        event(f"{layer}: DatasetError")
+        assert cache_contents(data_dir) == []  # nothing written for a source that failed
+    assert all(name.endswith(".npz") for name in cache_contents(data_dir)), cache_contents(data_dir)
+
+    archive.write_bytes(good)
+    # A new mtime, as a fresh download gets: this loop is faster than some filesystems' clocks.
+    later = archive.stat().st_mtime_ns + 10**9
+    os.utime(archive, ns=(later, later))
+    expected = load_image_folder(archive, work / "fresh-data", quiet=True)
+    again = load_image_folder(archive, data_dir, quiet=True)
+    assert again.classes == expected.classes
+    assert np.array_equal(again.train.images, expected.train.images) and np.array_equal(again.test.labels, expected.test.labels)
