@@ -83,6 +83,10 @@ class TrainConfig:
              f"progressive size must be 0 (off) or 8..32 pixels, got {self.progressive_size}")
         need(self.progressive_epochs >= 0, f"progressive epochs must be >= 0, got {self.progressive_epochs}")
         need(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
+        # numpy's generators (the validation split) take no negative seed.
+        need(self.seed >= 0 and self.split_seed >= 0, f"seeds must be >= 0, got seed={self.seed}, split_seed={self.split_seed}")
+        need(isinstance(self.model_kwargs, dict),
+             f"model_kwargs must be a JSON object such as '{{\"widths\": [32, 64, 128]}}', got {self.model_kwargs!r}")
         need(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
         need(self.plateau_patience >= 0 and 0 < self.plateau_factor < 1, "plateau patience >= 0 and 0 < factor < 1")
         return self
