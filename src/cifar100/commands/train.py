@@ -65,7 +65,36 @@ def config_from_args(args):
         if not sep:
             raise ConfigError(f"--set takes FIELD=VALUE, got {item!r}")
         overrides[key.strip().replace("-", "_")] = value
-    return preset, get_preset(preset).with_overrides(**overrides).validate(), overrides
+    cfg = get_preset(preset).with_overrides(**overrides).validate()
+    check_model_settings(cfg)
+    return preset, cfg, overrides
+
+
+def check_model_settings(cfg) -> None:
+    """Build the model and pass two images through it, so that model settings which make no
+    working network (a misspelled or negative width, an unknown argument) fail here, before the
+    dataset is loaded, with a message instead of a traceback from deep inside PyTorch. On the
+    CPU: 0.1 s for the cpu preset's model, 0.6 s for the largest (PyTorch's meta device would
+    cost a fixed ~1.4 s of imports on first use)."""
+    import warnings
+
+    import torch
+
+    from cifar100.errors import ConfigError
+    from cifar100.models import create_model
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "initializing zero-element tensors" and the like
+            net = create_model(cfg.model, **{**cfg.model_kwargs, "num_classes": 10})
+            net.eval()(torch.zeros(2, 3, 32, 32))
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the model's code raises, these settings do not build it
+        raise ConfigError(
+            f"the model settings make no working {cfg.model}: model_kwargs={cfg.model_kwargs} "
+            f"fails with {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def run(args) -> int:
