@@ -35,7 +35,6 @@ from cifar100.image_folder import CACHE_FOLDER, load_image_folder
 from cifar100.images import decode_image, to_model_input
 
 
-
 def fuzz(examples: int) -> settings:
     """Reproducible: the same `examples` inputs on every run, nothing remembered between runs."""
     return settings(
@@ -45,6 +44,7 @@ def fuzz(examples: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
 
 # Pillow warns about the damage it works around ("Corrupt EXIF data", "Truncated File Read");
 # these tests are about what it raises, not what it says.
@@ -139,8 +139,8 @@ def test_seed_images_decode():
         assert to_model_input(decode_image(data)).shape == (32, 32, 3), name
 
 
-@fuzz(1500)
 # The first 64 bytes hold the headers that steer a parser: half of the edits land there.
+@fuzz(1500)
 @given(name=st.sampled_from(sorted(seed_images())), edits=mutations(st.one_of(st.integers(0, 63), st.integers(0, 1 << 20))))
 def test_mutated_images_decode_or_raise_image_error(name, edits):
     assert_decodes_or_refuses(mutate(seed_images()[name], edits))
@@ -194,7 +194,6 @@ def test_crafted_headers_found_by_fuzzing_are_image_errors(tmp_path, data, pillo
         decode_image(path)
 
 
-
 def test_postscript_is_refused_without_running_ghostscript(tmp_path):
     """Pillow renders EPS by running Ghostscript, an external program with a history of
     exploits through crafted PostScript. A `gs` on the PATH that records its calls shows whether
@@ -240,7 +239,8 @@ class Forged:
 
 
 def numpy_reconstruct():
-    return np._core.multiarray._reconstruct
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed numpy.core
+    return core.multiarray._reconstruct
 
 
 def forged_array(shape, raw: bytes, dtype_state=(3, "|", None, None, None, -1, -1, 0), dtype_name="u1"):
