@@ -552,3 +552,19 @@ def test_mutated_archives_read_or_raise_and_leave_the_cache_consistent(tmp_path_
     again = load_image_folder(archive, data_dir, quiet=True)
     assert again.classes == expected.classes
     assert np.array_equal(again.train.images, expected.train.images) and np.array_equal(again.test.labels, expected.test.labels)
+
+
+def test_a_gzip_bomb_archive_is_refused_from_its_headers(tmp_path, monkeypatch):
+    """A few KB of .tar.gz whose one member claims (and holds) far more than the per-file
+    limit: refused before its bytes are read into memory."""
+    import cifar100.image_folder as image_folder
+
+    monkeypatch.setattr(image_folder, "MAX_MEMBER_BYTES", 1 << 20)
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("train/cat/huge.png")
+        info.size = 8 << 20  # zeros: compresses to almost nothing
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert archive.stat().st_size < 64 << 10
+    with pytest.raises(DatasetError, match="huge.png.*limits"):
+        image_folder.load_image_folder(archive, tmp_path / "cache", quiet=True)

@@ -49,6 +49,10 @@ CACHE_FOLDER = "image-folders"
 CACHE_VERSION = 1
 IMAGE_SIZE = 32
 MAX_LISTED_PROBLEMS = 10
+# An archive's members are held in memory until decoded: bound them, so a small .tar.gz that
+# expands to many gigabytes (a gzip bomb) is refused from its tar headers, before it is read.
+MAX_MEMBER_BYTES = 256 << 20
+MAX_ARCHIVE_BYTES = 4 << 30
 
 
 @dataclass
@@ -120,6 +124,7 @@ def _list_folder(root: Path) -> tuple[list[_File], set[str]]:
 def _list_archive(archive: Path) -> tuple[list[_File], set[str]]:
     contents: list[tuple[str, Callable[[], bytes]]] = []
     folders: set[str] = set()
+    total = 0
     with open(archive, "rb") as f:
         if f.read(2) != b"\x1f\x8b":
             raise DatasetError(f"{archive} is not a gzip-compressed tar archive (.tar.gz)")
@@ -137,6 +142,13 @@ def _list_archive(archive: Path) -> tuple[list[_File], set[str]]:
                     if member.isdir():
                         folders.add(name)
                     elif member.isfile():
+                        total += member.size
+                        if member.size > MAX_MEMBER_BYTES or total > MAX_ARCHIVE_BYTES:
+                            raise DatasetError(
+                                f"{archive}: {name} ({member.size:,} bytes) takes the archive past the "
+                                f"limits of {MAX_MEMBER_BYTES >> 20} MiB per file and {MAX_ARCHIVE_BYTES >> 30} GiB "
+                                f"in all; extract it and pass the folder instead"
+                            )
                         data = tar.extractfile(member).read()
                         contents.append((name, lambda data=data: data))
             # tarfile takes a cut-off header for the end of the archive and stops quietly, which
