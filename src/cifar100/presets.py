@@ -141,7 +141,7 @@ PRESETS: dict[str, TrainConfig] = {
         # Wider late stages are cheap (they run at 15x15 and 7x7) and the small net underfits.
         model_kwargs={"widths": [32, 96, 192], "convs_per_stage": 2},
         # airbench's per-example LR, weight decay and 64x BatchNorm-shift LR, rescaled to batch 256.
-        epochs=13, batch_size=256, lr=0.5, momentum=0.85, weight_decay=1e-3, bias_lr_scale=64,
+        epochs=17, batch_size=256, lr=0.5, momentum=0.85, weight_decay=1e-3, bias_lr_scale=64,
         warmup_epochs=2, label_smoothing=0.2, translate=2, flip="alternating",
     ),
     "fast": TrainConfig(
