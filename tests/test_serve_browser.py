@@ -25,8 +25,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def server(smoke_run):
-    """(base URL, log lines so far) of `cifar100 serve RUN --port 0`: the OS picks a free port
-    and uvicorn names it, so two test sessions never race for one."""
+    """(base URL, log lines so far, process) of `cifar100 serve RUN --port 0`: the OS picks a
+    free port and uvicorn names it, so two test sessions never race for one."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cifar100", "serve", str(smoke_run), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -46,7 +46,7 @@ def server(smoke_run):
                 base = match.group(1)
             elif proc.poll() is not None:
                 pytest.fail("cifar100 serve exited:\n" + "".join(log))
-        yield base, log
+        yield base, log, proc
     finally:
         proc.terminate()
         try:
@@ -75,7 +75,7 @@ def non_loopback_ipv4() -> str | None:
 
 
 def test_the_real_server_process_answers_over_http(server, photo):
-    base, log = server
+    base, log, _ = server
     assert base.startswith("http://127.0.0.1:")  # loopback unless told otherwise
     with httpx.Client(base_url=base, timeout=30) as http:
         assert http.get("/health").json()["status"] == "ok"
@@ -94,12 +94,54 @@ def test_the_real_server_process_answers_over_http(server, photo):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_many_concurrent_requests_all_succeed_with_bounded_memory(server, photo):
+    """400 requests from 16 clients at once, a quarter of them abusive (oversized, truncated,
+    not an image): every good one answers 200, every bad one a 4xx, within a time bound, and
+    the server's memory settles instead of growing with the request count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, _, proc = server
+    good = photo.read_bytes()
+    bad = {
+        "truncated": good[: len(good) // 3],
+        "not an image": b"%PDF-1.4 not a picture" * 50,
+        "oversized": bytes(11 << 20),  # over the default 10 MiB limit
+    }
+
+    def one(i: int) -> tuple[str, bool, int]:
+        kind = ["good", "good", "good", *bad][i % 6]
+        with httpx.Client(base_url=base, timeout=60) as http:
+            response = http.post("/predict", files={"file": ("upload.jpg", bad.get(kind, good), "image/jpeg")})
+        code = response.status_code
+        return kind, code == 200 if kind == "good" else 400 <= code < 500, code
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(48)))  # warm-up: first-request allocations
+        before = rss_mib(proc.pid)
+        started = time.monotonic()
+        results = list(pool.map(one, range(400)))
+        elapsed = time.monotonic() - started
+    after = rss_mib(proc.pid)
+    wrong = [r for r in results if not r[1]]
+    assert not wrong, wrong[:5]
+    assert elapsed < 120
+    assert after - before < 150, f"server memory grew from {before:.0f} to {after:.0f} MiB"
+    assert proc.poll() is None
+
+
 def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars(server, photo, tmp_path):
     # Locator expectations, not wait_for_function: the page's CSP forbids the eval that
     # string predicates need, and the test must not loosen the CSP it runs under.
     from playwright.sync_api import expect, sync_playwright
 
-    base, _ = server
+    base, _, _ = server
     expected = httpx.post(f"{base}/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
     requests, problems = [], []
     with sync_playwright() as p:
