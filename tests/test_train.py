@@ -57,9 +57,10 @@ def test_train_learns_and_writes_run_folder(tmp_path, synthetic_folder):
     assert best["classes"] == ["blue", "green", "red", "stripes"]
 
 
-def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder):
+@pytest.mark.parametrize("extra", [[], ["--model-ema", "0.9"]], ids=["plain", "ema"])
+def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder, extra):
     common = ["--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
-              "--epochs", "4", "--quiet", "--no-evaluate"]
+              "--epochs", "4", "--quiet", "--no-evaluate", *extra]
     whole = tmp_path / "whole"
     assert run_cli("train", *common, "--out", whole).returncode == 0
 

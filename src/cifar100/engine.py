@@ -349,7 +349,9 @@ class Trainer:
         self.model_spec = {"arch": cfg.model, "kwargs": {**cfg.model_kwargs, "num_classes": dataset.num_classes}}
         net = create_model(cfg.model, **self.model_spec["kwargs"])
         if getattr(net, "whiten", None) is not None and not resume:
-            net.whiten.fit(self._normalised(train.images[:5000]))
+            # Fitted on batches made exactly as training makes them (the loader's normalisation).
+            sample = train.subset(np.arange(min(5000, len(train))))
+            net.whiten.fit(next(DeviceLoader(sample, 5000, torch.device("cpu"), self.mean, self.std).epoch()).inputs)
         net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.net = net
         self.ema = EMA(net, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -378,11 +380,6 @@ class Trainer:
         self.best_val_acc, self.best_epoch = -1.0, 0
         self.elapsed = 0.0
 
-    def _normalised(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-        mean, std = torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
-
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema else self.model
@@ -404,11 +401,11 @@ class Trainer:
         }
         if with_train_state:
             payload["train_state"] = {
-                "model": cpu_state(self.net),
+                # The raw weights, where they differ from `weights` (the EMA's); else `weights` are them.
+                "model": cpu_state(self.net) if self.ema else None,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "plateau": self.plateau.state_dict() if self.plateau else None,
-                "ema": cpu_state(self.ema.module) if self.ema else None,
                 "history": self.history,
                 "best_val_acc": self.best_val_acc,
                 "best_epoch": self.best_epoch,
@@ -424,15 +421,15 @@ class Trainer:
             raise CheckpointError(
                 f"the checkpoint's model {checkpoint.get('model')} does not match this run's {self.model_spec}"
             )
-        self.net.load_state_dict(state["model"])
+        self.net.load_state_dict(checkpoint["weights"] if state["model"] is None else state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # config.json is the truth for settings: a peak LR edited there takes effect on resume.
         self.scheduler.base_lrs = [self.cfg.lr * g["lr_scale"] for g in self.optimizer.param_groups]
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
-        if self.ema and state.get("ema"):
-            self.ema.module.load_state_dict(state["ema"])
+        if self.ema:
+            self.ema.module.load_state_dict(checkpoint["weights"])
         self.history = list(state["history"])
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         self.elapsed = state["elapsed"]
@@ -560,7 +557,6 @@ class Trainer:
                         refresh=False,
                     )
                     progress.update((i + 1) - progress.n + (epoch - 1) * self.steps_per_epoch)
-        self._check_finite(first_bad, epoch)
         totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=device)])
         if self.rt.distributed:
             dist.all_reduce(totals)
