@@ -24,6 +24,7 @@ from cifar100 import __version__
 from cifar100.errors import Cifar100Error
 from cifar100.fileio import atomic_write_bytes, write_json
 from cifar100.inference import LoadedModel
+from cifar100.metrics import softmax
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 17
@@ -128,12 +129,6 @@ def _as_model_input(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def onnx_probabilities(model: bytes | str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Class probabilities from an ONNX model (bytes or a path) run by onnxruntime on CPU."""
     import onnxruntime as ort
@@ -144,7 +139,7 @@ def onnx_probabilities(model: bytes | str | Path, images: np.ndarray, batch_size
         session.run([OUTPUT_NAME], {INPUT_NAME: _as_model_input(images[i : i + batch_size])})[0]
         for i in range(0, len(images), batch_size)
     ]
-    return _softmax(np.concatenate(out).astype(np.float64))
+    return softmax(np.concatenate(out))
 
 
 def torchscript_probabilities(model: bytes | str | Path, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -156,7 +151,7 @@ def torchscript_probabilities(model: bytes | str | Path, images: np.ndarray, bat
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             out.append(module(torch.from_numpy(_as_model_input(images[i : i + batch_size]))).numpy())
-    return _softmax(np.concatenate(out).astype(np.float64))
+    return softmax(np.concatenate(out))
 
 
 RUNNERS: dict[str, Callable[[bytes, np.ndarray], np.ndarray]] = {
