@@ -23,7 +23,7 @@ from torch import nn
 from cifar100.datasets import Dataset, Split, split_train_val
 from cifar100.errors import CheckpointError, ConfigError, DatasetError
 from cifar100.fileio import read_json, write_json
-from cifar100.inference import LoadedModel, load_model
+from cifar100.inference import LoadedModel, as_input, load_model
 from cifar100.metrics import SplitMetrics, split_metrics, superclass_order
 
 GALLERY_SEED = 0  # the random gallery shows the same test images every time
@@ -75,7 +75,7 @@ def grad_cam(classifier: nn.Module, images: np.ndarray, targets: np.ndarray | No
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
     device = next(classifier.parameters()).device
-    x = torch.as_tensor(images).to(device).permute(0, 3, 1, 2).float().div(255)
+    x = as_input(images, device)
     try:
         with torch.enable_grad():
             # The input asks for a gradient so the graph exists even if every weight is frozen.

@@ -16,6 +16,11 @@ from cifar100.errors import CheckpointError
 from cifar100.models import create_model
 
 
+def as_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB -> float (N, 3, H, W) on the 0..1 scale: what a Classifier takes."""
+    return torch.as_tensor(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
 class Classifier(nn.Module):
     """Takes RGB images as float (N, 3, H, W) on the 0..1 scale, returns logits: the
     per-channel normalisation is part of the module, so exported models carry it too."""
@@ -62,7 +67,7 @@ class LoadedModel:
         x = torch.as_tensor(images)
         out = []
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            batch = as_input(x[start : start + batch_size], self.device)
             logits = self.classifier(batch)
             if tta:
                 logits = 0.5 * (logits + self.classifier(batch.flip(3)))
