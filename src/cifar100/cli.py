@@ -1,5 +1,6 @@
 """The `cifar100` command line. Each sub-command lives in `cifar100.commands.<name>` and exposes
-`register(subparsers)`, which adds its parser and sets `func`. Only the module of the command
+`register(subparsers)`, which adds its parser and sets `func`; its one-line summary is kept
+here, in COMMANDS, the only place the list of commands is shown. Only the module of the command
 being run is imported, so `cifar100 --help` stays quick and one command's heavy dependencies
 (torch, matplotlib, onnxruntime, FastAPI) never slow down another."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare",
-        help="overlay the histories and headline numbers of several runs",
         description="Overlay the training histories of run folders in one figure (validation solid, "
         "training dashed) and print a table of their headline numbers (test numbers from each run's "
         "metrics.json; run `cifar100 evaluate` first on a run that shows '-').",

@@ -24,7 +24,6 @@ DATASET_HELP = "cifar100 (default), cifar10, or the path of an image folder (tra
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "data",
-        help="download a dataset, verify it, and show its statistics",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="metrics, figures and an HTML report for a run or checkpoint",
         description="Evaluate a run folder (its best checkpoint, or last.pt for a run interrupted before "
         "its first best) or a checkpoint file on the test split and the run's validation split. Writes "
         "metrics.json, plots/*.png and report.html into the run folder (a checkpoint file: into "

@@ -20,7 +20,6 @@ images of the dataset the model was trained on when it is on this machine.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a trained model to ONNX or TorchScript",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

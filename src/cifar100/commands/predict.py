@@ -20,7 +20,6 @@ is reported. A file that cannot be read is reported and skipped.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
-        help="classify your own images with a trained model",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

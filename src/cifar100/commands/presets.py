@@ -6,7 +6,6 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "presets",
-        help="list the training presets: model, parameters, FLOPs per image",
         description="List the training presets with their model, parameter count and forward FLOPs per 32x32 image.",
     )
     p.add_argument("--classes", type=int, default=100, help="size of the classifier head (default 100)")

@@ -18,7 +18,6 @@ the page reachable from other machines.
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="a web page and JSON API to try a trained model",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

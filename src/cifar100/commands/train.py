@@ -27,7 +27,6 @@ FIELD_FLAGS = {
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model and write a run folder",
         description="Train a model and write runs/<name>/ (config.json, history.csv, checkpoints/, "
         "metrics.json, plots/, report.html). Default preset: fast on a GPU, cpu otherwise.",
     )
