@@ -68,7 +68,7 @@ def test_compare_a_finished_and_an_interrupted_run(tmp_path, smoke_run, interrup
     best_val = max(float(r["val_acc"]) for r in history_rows(smoke_run)[:2])
     assert interrupted[4] == "2/3" and interrupted[5] == f"{100 * best_val:.2f}%"
     assert interrupted[6] == "-"  # never evaluated: no test number is made up
-    assert "flip top-1" not in result.stdout  # neither run was evaluated with TTA
+    assert "TTA top-1" not in result.stdout  # neither run was evaluated with TTA
 
 
 def test_runs_with_the_same_name_are_told_apart(tmp_path, smoke_run, capsys):

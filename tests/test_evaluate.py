@@ -174,7 +174,7 @@ def test_metrics_agree_with_an_independent_computation(evaluated_run, mini_cifar
     flipped = expected_numbers(run, mini_cifar100, tta=True)
     assert metrics["test_tta"]["tta"] is True
     assert metrics["test_tta"]["top1"] == pytest.approx(flipped["top1"], abs=1e-5)
-    assert "flip" in metrics["tta"]
+    assert "flip" in metrics["tta"] and "shift" in metrics["tta"]
 
     # Per class: support is the class's test images; the accuracies average back to top-1.
     per_class = test["per_class"]

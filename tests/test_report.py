@@ -53,7 +53,7 @@ def open_offline(page_path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def evaluated_smoke_run(tmp_path_factory, smoke_run) -> tuple[Path, dict]:
-    """A copy of the engine's smoke run (real CIFAR-10 images), evaluated with flip TTA."""
+    """A copy of the engine's smoke run (real CIFAR-10 images), evaluated with TTA."""
     run = tmp_path_factory.mktemp("report") / "smoke"
     shutil.copytree(smoke_run, run)
     return run, evaluate_run(run, tta=True, quiet=True)
@@ -72,7 +72,7 @@ def test_report_shows_every_figure_offline(evaluated_smoke_run):
         assert image["src"] == "data:image/png;base64,"
     text = page["text"]
     assert f"{100 * metrics['test']['top1']:.2f}%" in text
-    assert f"{100 * metrics['test_tta']['top1']:.2f}%" in text and "flip TTA" in text
+    assert f"{100 * metrics['test_tta']['top1']:.2f}%" in text and "test, TTA" in text
     config = json.loads((run / "config.json").read_text())
     assert config["command"] in text  # how to reproduce the run
     assert f"cifar100 evaluate {run} --tta" in text

@@ -57,7 +57,11 @@ def test_train_learns_and_writes_run_folder(tmp_path, synthetic_folder):
     assert best["classes"] == ["blue", "green", "red", "stripes"]
 
 
-@pytest.mark.parametrize("extra", [[], ["--model-ema", "0.9"]], ids=["plain", "ema"])
+LOOKAHEAD = ["--set", "lookahead_every=3", "--set", "lookahead_start_epochs=1", "--set", "lr_start=0.2",
+             "--set", "lr_end=0.07"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--model-ema", "0.9"], LOOKAHEAD], ids=["plain", "ema", "lookahead"])
 def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder, extra):
     common = ["--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
               "--epochs", "4", "--quiet", "--no-evaluate", *extra]
@@ -132,6 +136,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path,
         (["--lr", "0"], "learning rate must be a positive number"),
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--set", "colour=red"], "unknown setting 'colour'"),
+        (["--set", "lr_end=2"], "lr_start and lr_end are fractions of the peak LR"),
     ],
 )
 def test_bad_settings_are_refused_before_training(tmp_path, flags, message):

@@ -84,7 +84,7 @@ def format_table(runs: list[RunSummary]) -> str:
     """The headline numbers, one row per run. Test numbers come from each run's metrics.json
     (its checkpoint is named in the last column); '-' where a run has not been evaluated."""
     header = ["run", "preset", "model", "params", "epochs", "best val", "test top-1", "top-5", "loss", "ECE",
-              "superclass", "flip top-1", "train time", "checkpoint"]
+              "superclass", "TTA top-1", "train time", "checkpoint"]
     rows = []
     for name, run in zip(unique_names(runs), runs):
         test = run.split("test")
@@ -110,7 +110,7 @@ def format_table(runs: list[RunSummary]) -> str:
             "-" if checkpoint is None else f"{Path(checkpoint).stem} (epoch {run.metrics.get('epoch', '?')})",
         ])
     # Columns only some datasets or evaluations have are left out when no run has them.
-    optional = {"superclass", "flip top-1"}
+    optional = {"superclass", "TTA top-1"}
     keep = [i for i, h in enumerate(header) if h not in optional or any(r[i] != "-" for r in rows)]
     header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

@@ -147,6 +147,48 @@ class EMA:
             e.copy_(b)
 
 
+class Lookahead:
+    """Slow weights that trail the trained ("fast") ones: every `every` steps the slow weights
+    move part of the way to the fast ones and the fast ones are reset to them (the Lookahead
+    optimizer, as airbench schedules it). The slow weights keep `decay` of themselves, and
+    decay = base**every * progress**3 grows from 0 to base**every over the run: early on the
+    model moves freely, at the end the last steps are averaged strongly, which is what a short
+    run needs most. Starts at `start_step`; BatchNorm statistics are averaged with the weights."""
+
+    def __init__(self, model: nn.Module, every: int, start_step: int, total_steps: int, base: float = 0.95):
+        self.every, self.start_step, self.total_steps, self.base = every, max(1, start_step), max(1, total_steps), base
+        self.tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow: list[torch.Tensor] | None = None
+
+    def _due(self, step: int) -> bool:
+        return step >= self.start_step and step % self.every == 0
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """After optimizer step number `step` (1-based over the whole run)."""
+        if not self._due(step):
+            return
+        if self.slow is None:
+            self.slow = [t.detach().clone() for t in self.tensors]
+            return
+        decay = self.base**self.every * (step / self.total_steps) ** 3
+        torch._foreach_lerp_(self.slow, self.tensors, 1 - decay)
+        torch._foreach_copy_(self.tensors, self.slow)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """End of an epoch: the model takes the slow weights, so evaluation and checkpoints see
+        them (the fast weights' last few steps are dropped, as in Lookahead)."""
+        if self.slow is not None:
+            torch._foreach_copy_(self.tensors, self.slow)
+
+    def resume(self, steps_done: int) -> None:
+        """After loading a checkpoint written at the end of step `steps_done`: the saved weights
+        are the slow weights (sync ran before the save), so they need no separate storage."""
+        if any(self._due(s) for s in range(self.start_step, steps_done + 1)):
+            self.slow = [t.detach().clone() for t in self.tensors]
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # Weight decay on conv/linear weights only: decaying BatchNorm shifts and biases only hurts.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -163,9 +205,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def step_schedule(kind: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor per optimizer step. onecycle: linear warm-up then linear decay to zero (the
-    speedrun schedule: a short high-LR phase, then annealing); linear: decay from the peak;
+def step_schedule(
+    kind: str, total_steps: int, warmup_steps: int, start: float = 0.0, end: float = 0.0
+) -> Callable[[int], float]:
+    """LR factor per optimizer step. onecycle: linear warm-up from `start` to 1, then linear
+    decay to `end` (the speedrun schedule: a short high-LR phase, then annealing; airbench
+    starts at 0.2 and ends at 0.07, leaving the last of the averaging to Lookahead);
+    linear: decay from the peak to `end`;
     cosine: warm-up then cosine decay; constant: the peak throughout (plateau builds on it).
     A closure, not an object, so LambdaLR's state_dict does not save it: on resume the
     schedule always follows the run's current config."""
@@ -174,13 +220,13 @@ def step_schedule(kind: str, total_steps: int, warmup_steps: int) -> Callable[[i
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return start + (1 - start) * (step + 1) / warmup
         if kind in ("constant", "plateau"):
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         if kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0 - progress
+        return 1.0 - (1.0 - end) * progress
 
     return factor
 
@@ -355,10 +401,16 @@ class Trainer:
         net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.net = net
         self.ema = EMA(net, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.optimizer = build_optimizer(net, cfg)
         self.steps_per_epoch = len(self.train_loader)
+        self.lookahead = (
+            Lookahead(net, cfg.lookahead_every, round(cfg.lookahead_start_epochs * self.steps_per_epoch),
+                      self.steps_per_epoch * cfg.epochs)
+            if cfg.lookahead_every > 0 else None
+        )
+        self.optimizer = build_optimizer(net, cfg)
         total = self.steps_per_epoch * cfg.epochs
-        schedule = step_schedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch))
+        schedule = step_schedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch),
+                                 cfg.lr_start, cfg.lr_end)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -434,6 +486,8 @@ class Trainer:
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         self.elapsed = state["elapsed"]
         self.start_epoch = int(checkpoint["epoch"]) + 1
+        if self.lookahead:
+            self.lookahead.resume(int(checkpoint["epoch"]) * self.steps_per_epoch)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -538,6 +592,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if self.lookahead:
+                self.lookahead.step(step + 1)
             if self.ema:
                 self.ema.update(self.net)
             b = len(batch.labels)
@@ -557,6 +613,8 @@ class Trainer:
                         refresh=False,
                     )
                     progress.update((i + 1) - progress.n + (epoch - 1) * self.steps_per_epoch)
+        if self.lookahead:
+            self.lookahead.sync()
         totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=device)])
         if self.rt.distributed:
             dist.all_reduce(totals)

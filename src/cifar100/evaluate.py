@@ -23,13 +23,12 @@ from torch import nn
 from cifar100.datasets import Dataset, Split, split_train_val
 from cifar100.errors import CheckpointError, ConfigError, DatasetError
 from cifar100.fileio import read_json, write_json
-from cifar100.inference import LoadedModel, as_input, load_model
+from cifar100.inference import TTA_DESCRIPTION, LoadedModel, as_input, load_model
 from cifar100.metrics import SplitMetrics, split_metrics, superclass_order
 
 GALLERY_SEED = 0  # the random gallery shows the same test images every time
 GALLERY_SIZE = 32  # fills plots.EVAL_GALLERY_GRID
 GRADCAM_IMAGES = 8
-TTA_DESCRIPTION = "horizontal flip: the logits of each image and its mirror image are averaged"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,11 +312,11 @@ def evaluate_run(
         splits["val"] = val
     results: dict[str, SplitMetrics] = {}
     for name, split in splits.items():
-        for flip in (False, True) if tta else (False,):
-            key = f"{name}_tta" if flip else name
+        for augmented in (False, True) if tta else (False,):
+            key = f"{name}_tta" if augmented else name
             if not quiet:
                 print(f"evaluating {key} ({len(split)} images)...", file=sys.stderr)
-            logits = model.logits(split.images, tta=flip).numpy()
+            logits = model.logits(split.images, tta=augmented).numpy()
             results[key] = split_metrics(logits, split.labels, fine_to_coarse, len(coarse) if coarse else None)
 
     metrics: dict[str, Any] = {
@@ -382,7 +381,7 @@ def format_summary(metrics: dict[str, Any], confused: int = 5) -> str:
         s = metrics.get(key)
         if not s:
             continue
-        label = f"{s['split']} (flip)" if s["tta"] else s["split"]
+        label = f"{s['split']} (TTA)" if s["tta"] else s["split"]
         loss = "-" if s["loss"] is None else f"{s['loss']:.4f}"
         lines.append(f"{label:<12} {s['images']:>7} {_percent(s['top1']):>8} {_percent(s['top5']):>8} {loss:>8} "
                      f"{_percent(s['ece']):>7} {_percent(s.get('coarse_top1')):>11}")

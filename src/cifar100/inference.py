@@ -63,14 +63,12 @@ class LoadedModel:
     @torch.no_grad()
     def logits(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> torch.Tensor:
         """images: uint8 (N, 32, 32, 3). Returns float32 logits (N, classes) on the CPU.
-        With tta, the logits of the image and its mirror image are averaged."""
+        With tta, six views are averaged (see `tta_logits`)."""
         x = torch.as_tensor(images)
         out = []
         for start in range(0, len(x), batch_size):
             batch = as_input(x[start : start + batch_size], self.device)
-            logits = self.classifier(batch)
-            if tta:
-                logits = 0.5 * (logits + self.classifier(batch.flip(3)))
+            logits = tta_logits(self.classifier, batch) if tta else self.classifier(batch)
             out.append(logits.float().cpu())
         if not out:
             return torch.zeros(0, len(self.classes))
@@ -78,6 +76,25 @@ class LoadedModel:
 
     def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> np.ndarray:
         return torch.softmax(self.logits(images, batch_size, tta), dim=1).numpy()
+
+
+TTA_DESCRIPTION = (
+    "flip and shift: the mean logits of each image and its mirror image count half, those of the "
+    "image shifted one pixel up-left and down-right (reflect padding), each with its mirror image, a quarter each"
+)
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation over six views of NCHW inputs, weighted as the training
+    augmentation makes them likely: unshifted views count as much as the two shifted ones."""
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v) + model(v.flip(3)))
+
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[-2:]
+    shifted = 0.5 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:]))
+    return 0.5 * (mirrored(x) + shifted)
 
 
 def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:

@@ -37,11 +37,18 @@ class TrainConfig:
     # linear/cosine decay from the peak; plateau = Keras ReduceLROnPlateau on val loss.
     schedule: str = "onecycle"
     warmup_epochs: float = 1.0
+    # onecycle/linear: the LR factor the warm-up starts from and the decay ends at (x peak LR).
+    lr_start: float = 0.0
+    lr_end: float = 0.0
     plateau_patience: int = 3
     plateau_factor: float = 0.5
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = off; else per-step decay of an exponential moving average of weights
     grad_clip: float = 0.0  # 0 = off; else max global gradient norm
+    # Lookahead (engine.Lookahead): every lookahead_every steps (0 = off) from
+    # lookahead_start_epochs on, slow weights average the fast ones, more strongly as the run ends.
+    lookahead_every: int = 0
+    lookahead_start_epochs: float = 3.0
     # Augmentation, done on the device on whole batches.
     translate: int = 2  # random shift of up to this many pixels (reflect padding + crop)
     flip: str = "alternating"
@@ -75,6 +82,10 @@ class TrainConfig:
         need(self.bias_lr_scale > 0, f"bias LR scale must be positive, got {self.bias_lr_scale}")
         need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 <= self.ema_decay < 1, f"EMA decay must be in [0, 1), got {self.ema_decay}")
+        need(0 <= self.lr_start <= 1 and 0 <= self.lr_end <= 1,
+             f"lr_start and lr_end are fractions of the peak LR in [0, 1], got {self.lr_start}, {self.lr_end}")
+        need(self.lookahead_every >= 0 and self.lookahead_start_epochs >= 0,
+             f"lookahead_every and lookahead_start_epochs must be >= 0, got {self.lookahead_every}, {self.lookahead_start_epochs}")
         need(self.grad_clip >= 0, f"gradient clipping must be >= 0, got {self.grad_clip}")
         need(0 <= self.translate <= 16, f"translate must be 0..16 pixels, got {self.translate}")
         need(0 <= self.cutout <= 32, f"cutout must be 0..32 pixels, got {self.cutout}")

@@ -27,7 +27,7 @@ figcaption { color: #555; font-size: 0.9rem; }
 .good { color: #1a9641; } .bad { color: #d7191c; }
 """
 
-SPLITS = [("test", "test"), ("test_tta", "test, flip TTA"), ("val", "validation"), ("val_tta", "validation, flip TTA")]
+SPLITS = [("test", "test"), ("test_tta", "test, TTA"), ("val", "validation"), ("val_tta", "validation, TTA")]
 
 
 def _e(value: Any) -> str:
@@ -107,7 +107,7 @@ def render_report(
     ]
     notes = []
     if metrics.get("tta"):
-        notes.append(f"<p>Rows marked flip TTA: {_e(metrics['tta'])}. The plain rows never use it.</p>")
+        notes.append(f"<p>Rows marked TTA (test-time augmentation): {_e(metrics['tta'])}. The plain rows never use it.</p>")
     if metrics.get("train_seconds") is not None:
         notes.append(f"<p>Training took {metrics['train_seconds']:.1f} s.</p>")
     figure_html = [

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--which", choices=["best", "last"], default="best",
                    help="which checkpoint of a run folder (default: best, the best validation accuracy)")
     p.add_argument("--tta", action="store_true",
-                   help="also report accuracy with flip test-time augmentation, as separate rows")
+                   help="also report accuracy with test-time augmentation (6 flipped and shifted views), as separate rows")
     p.add_argument("--data-dir", help="dataset cache (default: the run's, else $CIFAR100_DATA or ~/.cache/cifar100)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to run the model (default: auto, a CUDA GPU when there is one)")

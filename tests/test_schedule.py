@@ -1,0 +1,50 @@
+"""The LR schedule's shape and the Lookahead averaging, checked on their own numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifar100.engine import Lookahead, step_schedule
+
+
+def test_onecycle_warms_up_from_start_and_decays_to_end():
+    f = step_schedule("onecycle", total_steps=100, warmup_steps=20, start=0.2, end=0.07)
+    assert f(0) == pytest.approx(0.2 + 0.8 / 20)
+    assert f(19) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(1 - 0.93 * 40 / 80)
+    assert f(100) == pytest.approx(0.07)
+    plain = step_schedule("onecycle", total_steps=100, warmup_steps=20)
+    assert plain(0) == pytest.approx(1 / 20) and plain(100) == 0.0
+
+
+def test_lookahead_waits_for_its_start_then_averages_more_as_the_run_ends():
+    net = nn.Linear(4, 1, bias=False)
+    la = Lookahead(net, every=2, start_step=4, total_steps=10, base=0.9)
+    w = net.weight
+
+    def train_step(step: int, value: float) -> None:
+        with torch.no_grad():
+            w.fill_(value)
+        la.step(step)
+
+    train_step(2, 1.0)
+    assert la.slow is None and torch.all(w == 1.0)  # before the start: untouched
+    train_step(4, 2.0)
+    assert torch.all(la.slow[0] == 2.0)  # the first due step takes a copy
+    train_step(5, 3.0)
+    assert torch.all(w == 3.0)  # not due: the fast weights move on alone
+    train_step(6, 4.0)
+    decay = 0.9**2 * (6 / 10) ** 3
+    expected = 2.0 * decay + 4.0 * (1 - decay)
+    assert torch.allclose(w, torch.full_like(w, expected))  # the fast weights reset to the slow ones
+    train_step(7, 9.0)
+    la.sync()
+    assert torch.allclose(w, torch.full_like(w, expected))  # end of epoch: the model takes the slow weights
+
+    later = Lookahead(net, every=2, start_step=4, total_steps=10)
+    later.resume(steps_done=3)
+    assert later.slow is None
+    later.resume(steps_done=4)
+    assert later.slow is not None and torch.equal(later.slow[0], w)
