@@ -36,7 +36,8 @@ def random_dataset(n_train: int, classes: int = 100) -> Dataset:
 
 def measure(preset: str, device_name: str, steps: int) -> dict:
     runtime = start_runtime(device_name)
-    cfg = get_preset(preset).with_overrides(val_size=0, epochs=2)
+    # Full-size steps only: a progressive-resizing preset's small early epochs would flatter it.
+    cfg = get_preset(preset).with_overrides(val_size=0, epochs=2, progressive_size=0)
     data = random_dataset(cfg.batch_size * steps)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, Path(tmp), runtime, quiet=True)

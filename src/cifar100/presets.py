@@ -148,12 +148,17 @@ PRESETS: dict[str, TrainConfig] = {
         label_smoothing=0.1, val_size=100, translate=2, flip="alternating",
     ),
     "cpu": TrainConfig(
-        description="sized for a 2-core CPU: 87% on CIFAR-10 (JPEG) in about 16 minutes",
+        description="sized for a 2-core CPU: 88% on CIFAR-10 (JPEG) in about 18 minutes",
         # Wider late stages are cheap (they run at 15x15 and 7x7) and the small net underfits.
         model_kwargs={"widths": [32, 96, 192], "convs_per_stage": 2},
-        # airbench's per-example LR, weight decay and 64x BatchNorm-shift LR, rescaled to batch 256.
-        epochs=13, batch_size=256, lr=0.5, momentum=0.85, weight_decay=1e-3, bias_lr_scale=64,
-        warmup_epochs=2, label_smoothing=0.2, translate=2, flip="alternating",
+        # airbench's per-example LR, weight decay and 64x BatchNorm-shift LR, rescaled to batch 256;
+        # its schedule (0.2 -> 1 over the first sixth, then down to 0.07) and Lookahead.
+        epochs=17, batch_size=256, lr=0.5, momentum=0.85, weight_decay=1e-3, bias_lr_scale=64,
+        warmup_epochs=3, lr_start=0.2, lr_end=0.07, lookahead_every=5, lookahead_start_epochs=3,
+        label_smoothing=0.2, translate=2, flip="alternating",
+        # The first 8 epochs see random 24x24 crops at about half the cost of a full epoch: the
+        # time buys 5 more epochs at full size (+0.55 points against 13 full epochs, same time).
+        progressive_size=24, progressive_epochs=8,
     ),
     "fast": TrainConfig(
         description="seconds on one GPU: the airbench-style recipe, widened for 100 classes",
