@@ -29,7 +29,8 @@ def history_rows(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) - 1 if path.exists() else 0
 
 
-def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path, synthetic_folder):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path, synthetic_folder, sig, code):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cifar100", "train", "--preset", "smoke", "--dataset", str(synthetic_folder),
@@ -40,9 +41,9 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path, synthetic
     while history_rows(run_dir) < 1:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert f"Continue with: cifar100 train --resume {run_dir}" in stderr
     assert "Traceback" not in stderr
     held = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from cifar100 import __version__
 from cifar100.errors import Cifar100Error
@@ -43,6 +45,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a batch scheduler's pre-emption), raised where the
+    program is so it stops the way Ctrl-C does: training prints its resume command."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
@@ -51,19 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         return int(args.func(args) or 0)
     except Cifar100Error as exc:
         print(f"cifar100: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("cifar100: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130  # 128 + the signal, as shells report it
     except BrokenPipeError:
         # The reader went away (`cifar100 predict ... | head`): stop quietly, like other tools.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)  # main() called in-process leaves no trace
 
 
 if __name__ == "__main__":
