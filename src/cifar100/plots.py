@@ -172,7 +172,7 @@ def _finite(x, y):
 def _history_axes(title: str):
     fig, axes = plt.subplots(1, 3, figsize=HISTORY_SIZE)
     fig.suptitle(title, fontsize=13, weight="bold")
-    for ax, (name, ylabel) in zip(axes, [("Accuracy", "accuracy"), ("Loss", "cross-entropy loss"), ("Learning rate", "learning rate")]):
+    for ax, (name, ylabel) in zip(axes, [("Accuracy", "accuracy"), ("Loss", "loss"), ("Learning rate", "learning rate")]):
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -192,14 +192,16 @@ def plot_history(history: dict, path: str | Path, best_epoch: int | None = None,
     if len(epochs) == 0:
         raise ValueError("the history has no epochs to plot")
     fig, (acc_ax, loss_ax, lr_ax) = _history_axes(title)
-    for ax, column, label, style in [
-        (acc_ax, "train_acc", "train", "-"), (acc_ax, "val_acc", "validation", "-"),
-        (loss_ax, "train_loss", "train", "-"), (loss_ax, "val_loss", "validation", "-"),
+    # The train loss is the objective as optimised (label smoothing, mixup), the validation
+    # loss plain cross-entropy: the legend says so, or the gap between them would mislead.
+    for ax, column, label, color in [
+        (acc_ax, "train_acc", "train", "tab:blue"), (acc_ax, "val_acc", "validation", "tab:orange"),
+        (loss_ax, "train_loss", "train (objective as optimised)", "tab:blue"),
+        (loss_ax, "val_loss", "validation (cross-entropy)", "tab:orange"),
     ]:
         x, y = _finite(epochs, history[column])
         if len(x):
-            ax.plot(x, y, style, marker="o" if len(x) <= 30 else None, markersize=3,
-                    color="tab:blue" if label == "train" else "tab:orange", label=label)
+            ax.plot(x, y, "-", marker="o" if len(x) <= 30 else None, markersize=3, color=color, label=label)
     x, y = _finite(epochs, history["lr"])
     lr_ax.plot(x, y, color="tab:green", marker="o" if len(x) <= 30 else None, markersize=3)
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
