@@ -15,6 +15,9 @@ def test_onecycle_warms_up_from_start_and_decays_to_end():
     assert f(19) == pytest.approx(1.0)
     assert f(60) == pytest.approx(1 - 0.93 * 40 / 80)
     assert f(100) == pytest.approx(0.07)
+    cosine = step_schedule("cosine", total_steps=100, warmup_steps=20, start=0.2, end=0.07)
+    assert cosine(0) == f(0) and cosine(19) == pytest.approx(1.0)
+    assert cosine(60) == pytest.approx(0.07 + 0.93 * 0.5) and cosine(100) == pytest.approx(0.07)
     plain = step_schedule("onecycle", total_steps=100, warmup_steps=20)
     assert plain(0) == pytest.approx(1 / 20) and plain(100) == 0.0
 
@@ -43,8 +46,8 @@ def test_lookahead_waits_for_its_start_then_averages_more_as_the_run_ends():
     la.sync()
     assert torch.allclose(w, torch.full_like(w, expected))  # end of epoch: the model takes the slow weights
 
-    later = Lookahead(net, every=2, start_step=4, total_steps=10)
+    later = Lookahead(net, every=2, start_step=3, total_steps=10)
     later.resume(steps_done=3)
-    assert later.slow is None
+    assert later.slow is None  # step 3 is past the start but not a multiple of `every`
     later.resume(steps_done=4)
     assert later.slow is not None and torch.equal(later.slow[0], w)

@@ -185,7 +185,8 @@ class Lookahead:
     def resume(self, steps_done: int) -> None:
         """After loading a checkpoint written at the end of step `steps_done`: the saved weights
         are the slow weights (sync ran before the save), so they need no separate storage."""
-        if any(self._due(s) for s in range(self.start_step, steps_done + 1)):
+        first_due = -(-self.start_step // self.every) * self.every
+        if steps_done >= first_due:
             self.slow = [t.detach().clone() for t in self.tensors]
 
 
@@ -211,8 +212,8 @@ def step_schedule(
     """LR factor per optimizer step. onecycle: linear warm-up from `start` to 1, then linear
     decay to `end` (the speedrun schedule: a short high-LR phase, then annealing; airbench
     starts at 0.2 and ends at 0.07, leaving the last of the averaging to Lookahead);
-    linear: decay from the peak to `end`;
-    cosine: warm-up then cosine decay; constant: the peak throughout (plateau builds on it).
+    linear: decay from the peak to `end`; cosine: the same warm-up, then cosine decay to `end`;
+    constant: the peak throughout (plateau builds on it).
     A closure, not an object, so LambdaLR's state_dict does not save it: on resume the
     schedule always follows the run's current config."""
     total = max(1, total_steps)
@@ -225,7 +226,7 @@ def step_schedule(
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
+            return end + (1.0 - end) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0 - (1.0 - end) * progress
 
     return factor
@@ -402,13 +403,12 @@ class Trainer:
         self.net = net
         self.ema = EMA(net, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.steps_per_epoch = len(self.train_loader)
+        total = self.steps_per_epoch * cfg.epochs
         self.lookahead = (
-            Lookahead(net, cfg.lookahead_every, round(cfg.lookahead_start_epochs * self.steps_per_epoch),
-                      self.steps_per_epoch * cfg.epochs)
+            Lookahead(net, cfg.lookahead_every, round(cfg.lookahead_start_epochs * self.steps_per_epoch), total)
             if cfg.lookahead_every > 0 else None
         )
         self.optimizer = build_optimizer(net, cfg)
-        total = self.steps_per_epoch * cfg.epochs
         schedule = step_schedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch),
                                  cfg.lr_start, cfg.lr_end)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)

@@ -37,7 +37,8 @@ class TrainConfig:
     # linear/cosine decay from the peak; plateau = Keras ReduceLROnPlateau on val loss.
     schedule: str = "onecycle"
     warmup_epochs: float = 1.0
-    # onecycle/linear: the LR factor the warm-up starts from and the decay ends at (x peak LR).
+    # As fractions of the peak LR: where the warm-up (onecycle, cosine) starts and where the
+    # decay (onecycle, linear, cosine) ends.
     lr_start: float = 0.0
     lr_end: float = 0.0
     plateau_patience: int = 3
