@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar100.engine import Lookahead, step_schedule
+from cifar100.optim import Lookahead, step_schedule
 
 
 def test_onecycle_warms_up_from_start_and_decays_to_end():

@@ -61,7 +61,8 @@ LOOKAHEAD = ["--set", "lookahead_every=3", "--set", "lookahead_start_epochs=1", 
              "--set", "lr_end=0.07"]
 
 
-@pytest.mark.parametrize("extra", [[], ["--model-ema", "0.9"], LOOKAHEAD], ids=["plain", "ema", "lookahead"])
+@pytest.mark.parametrize("extra", [[], ["--model-ema", "0.9"], LOOKAHEAD, ["--optimizer", "muon"]],
+                         ids=["plain", "ema", "lookahead", "muon"])
 def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder, extra):
     common = ["--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
               "--epochs", "4", "--quiet", "--no-evaluate", *extra]

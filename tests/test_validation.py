@@ -88,16 +88,20 @@ def assert_refused(result: subprocess.CompletedProcess, work: Path, message: str
         (["--lr", "nan"], "learning rate must be a positive number, got nan"),
         (["--lr", "inf"], "learning rate must be a positive number, got inf"),
         (["--val-size", "-1"], "validation size must be >= 0, got -1"),
-        (["--optimizer", "rmsprop"], "optimizer must be one of ('sgd', 'adam', 'adamw'), got 'rmsprop'"),
+        (["--optimizer", "rmsprop"], "optimizer must be one of ('sgd', 'adam', 'adamw', 'muon'), got 'rmsprop'"),
         (["--set", "momentum=nan"], "momentum must be in [0, 1), got nan"),
         (["--set", "epochs=two"], "setting epochs='two' is not a valid int"),
         (["--set", "split_seed=-5"], "seeds must be >= 0, got seed=0, split_seed=-5"),
         (["--set", "model_kwargs=[32, 64]"], "model_kwargs must be a JSON object"),
         (["--set", 'model_kwargs={"depth": 3}'], "model_kwargs={'depth': 3} fails with TypeError"),
         (["--set", 'model_kwargs={"widths": [0, 0, 0]}'], "the model settings make no working stagenet"),
+        (["--set", 'model_kwargs={"convs_per_stage": [2, 3]}'],
+         "convs_per_stage must be >= 1, one count or one per stage (3), got [2, 3]"),
+        (["--optimizer", "muon", "--set", "muon_lr=0"], "muon_lr must be a positive number, got 0.0"),
     ],
     ids=["epochs-0", "lr-negative", "lr-nan", "lr-inf", "val-size-negative", "optimizer", "momentum-nan",
-         "set-not-a-number", "split-seed-negative", "model-kwargs-list", "model-kwargs-unknown", "model-widths-zero"],
+         "set-not-a-number", "split-seed-negative", "model-kwargs-list", "model-kwargs-unknown", "model-widths-zero",
+         "convs-per-stage-count", "muon-lr-zero"],
 )
 def test_bad_settings_name_the_setting(tmp_path, tiny_folder, flags, message):
     result, _ = train_cli(tiny_folder, tmp_path, *flags)

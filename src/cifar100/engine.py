@@ -9,7 +9,6 @@ derived from (seed, epoch)."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import math
@@ -36,6 +35,7 @@ from cifar100.errors import CheckpointError, ConfigError, TrainingDiverged
 from cifar100.fileio import atomic_write_text, read_json, write_json
 from cifar100.loader import Augment, Batch, DeviceLoader
 from cifar100.models import count_parameters, create_model
+from cifar100.optim import EMA, Lookahead, build_optimizer, step_schedule
 from cifar100.presets import TrainConfig
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -127,109 +127,6 @@ def device_description(device: torch.device) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of the loop
-
-
-class EMA:
-    """An exponential moving average of the weights, evaluated in place of the raw weights:
-    it averages out the noise of the last steps (worth ~0.5-1 point on long runs)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        ema_params = list(self.module.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - self.decay)
-        for e, b in zip(self.module.buffers(), model.buffers()):
-            e.copy_(b)
-
-
-class Lookahead:
-    """Slow weights that trail the trained ("fast") ones: every `every` steps the slow weights
-    move part of the way to the fast ones and the fast ones are reset to them (the Lookahead
-    optimizer, as airbench schedules it). The slow weights keep `decay` of themselves, and
-    decay = base**every * progress**3 grows from 0 to base**every over the run: early on the
-    model moves freely, at the end the last steps are averaged strongly, which is what a short
-    run needs most. Starts at `start_step`; BatchNorm statistics are averaged with the weights."""
-
-    def __init__(self, model: nn.Module, every: int, start_step: int, total_steps: int, base: float = 0.95):
-        self.every, self.start_step, self.total_steps, self.base = every, max(1, start_step), max(1, total_steps), base
-        self.tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-        self.slow: list[torch.Tensor] | None = None
-
-    def _due(self, step: int) -> bool:
-        return step >= self.start_step and step % self.every == 0
-
-    @torch.no_grad()
-    def step(self, step: int) -> None:
-        """After optimizer step number `step` (1-based over the whole run)."""
-        if not self._due(step):
-            return
-        if self.slow is None:
-            self.slow = [t.detach().clone() for t in self.tensors]
-            return
-        decay = self.base**self.every * (step / self.total_steps) ** 3
-        torch._foreach_lerp_(self.slow, self.tensors, 1 - decay)
-        torch._foreach_copy_(self.tensors, self.slow)
-
-    @torch.no_grad()
-    def sync(self) -> None:
-        """End of an epoch: the model takes the slow weights, so evaluation and checkpoints see
-        them (the fast weights' last few steps are dropped, as in Lookahead)."""
-        if self.slow is not None:
-            torch._foreach_copy_(self.tensors, self.slow)
-
-    def resume(self, steps_done: int) -> None:
-        """After loading a checkpoint written at the end of step `steps_done`: the saved weights
-        are the slow weights (sync ran before the save), so they need no separate storage."""
-        first_due = -(-self.start_step // self.every) * self.every
-        if steps_done >= first_due:
-            self.slow = [t.detach().clone() for t in self.tensors]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # Weight decay on conv/linear weights only: decaying BatchNorm shifts and biases only hurts.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale},
-    ]
-    for group in groups:
-        group["lr"] = cfg.lr * group["lr_scale"]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def step_schedule(
-    kind: str, total_steps: int, warmup_steps: int, start: float = 0.0, end: float = 0.0
-) -> Callable[[int], float]:
-    """LR factor per optimizer step. onecycle: linear warm-up from `start` to 1, then linear
-    decay to `end` (the speedrun schedule: a short high-LR phase, then annealing; airbench
-    starts at 0.2 and ends at 0.07, leaving the last of the averaging to Lookahead);
-    linear: decay from the peak to `end`; cosine: the same warm-up, then cosine decay to `end`;
-    constant: the peak throughout (plateau builds on it).
-    A closure, not an object, so LambdaLR's state_dict does not save it: on resume the
-    schedule always follows the run's current config."""
-    total = max(1, total_steps)
-    warmup = warmup_steps if kind in ("onecycle", "cosine") else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return start + (1 - start) * (step + 1) / warmup
-        if kind in ("constant", "plateau"):
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "cosine":
-            return end + (1.0 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0 - (1.0 - end) * progress
-
-    return factor
 
 
 def mixed_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float) -> torch.Tensor:

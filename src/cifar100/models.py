@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from cifar100.errors import ConfigError
+
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -27,8 +29,6 @@ def register(name: str):
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    from cifar100.errors import ConfigError
-
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name](**kwargs)
@@ -109,7 +109,7 @@ class StageNet(nn.Module):
         self,
         num_classes: int = 100,
         widths: tuple[int, ...] = (64, 256, 256),
-        convs_per_stage: int = 2,
+        convs_per_stage: int | tuple[int, ...] = 2,
         bn_momentum: float = 0.6,
         dropout: float = 0.0,
         logit_scale: float = 1 / 9,
@@ -119,9 +119,14 @@ class StageNet(nn.Module):
         super().__init__()
         # whiten=False and identity_init=False exist to measure what those tricks buy.
         self.whiten = PatchWhitening() if whiten else None
+        # One count for every stage, or one per stage: extra convs in the late stages cost
+        # little, as they run at 7x7 and 3x3.
+        counts = (convs_per_stage,) * len(widths) if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
+        if len(counts) != len(widths) or min(counts) < 1:
+            raise ConfigError(f"convs_per_stage must be >= 1, one count or one per stage ({len(widths)}), got {convs_per_stage}")
         stages, cin = [], self.whiten.out_channels if whiten else 3
-        for width in widths:
-            stages.append(Stage(cin, width, convs_per_stage, bn_momentum, identity_init))
+        for width, convs in zip(widths, counts):
+            stages.append(Stage(cin, width, convs, bn_momentum, identity_init))
             cin = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveMaxPool2d(1)  # global pooling in place of Flatten: size-agnostic

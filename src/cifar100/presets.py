@@ -11,7 +11,7 @@ from typing import Any
 
 from cifar100.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULES = ("onecycle", "linear", "cosine", "plateau", "constant")
 FLIPS = ("none", "random", "alternating")
 
@@ -33,6 +33,11 @@ class TrainConfig:
     # LR multiplier for BatchNorm shifts and biases: with BatchNorm scales frozen, the shifts
     # can take a much higher LR (airbench's 64x) and the net fits faster.
     bias_lr_scale: float = 1.0
+    # optimizer="muon" (optim.Muon): conv filters take orthogonalised steps of muon_lr (a
+    # fraction of their norm, which is held fixed) with their own momentum; biases and the head
+    # stay SGD with lr, momentum and weight_decay above.
+    muon_lr: float = 0.05
+    muon_momentum: float = 0.6
     # Schedule: onecycle = linear warm-up over warmup_epochs then linear decay to 0;
     # linear/cosine decay from the peak; plateau = Keras ReduceLROnPlateau on val loss.
     schedule: str = "onecycle"
@@ -79,6 +84,8 @@ class TrainConfig:
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.flip in FLIPS, f"flip must be one of {FLIPS}, got {self.flip!r}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        need(0 < self.muon_lr < float("inf"), f"muon_lr must be a positive number, got {self.muon_lr}")
+        need(0 <= self.muon_momentum < 1, f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         need(self.bias_lr_scale > 0, f"bias LR scale must be positive, got {self.bias_lr_scale}")
         need(0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}")

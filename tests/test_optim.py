@@ -1,0 +1,65 @@
+"""Muon, checked on its own numbers: orthogonalised filter steps, SGD everywhere else."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cifar100.optim import Muon, build_optimizer, orthogonalize
+from cifar100.presets import get_preset
+
+
+def test_orthogonalize_evens_out_the_singular_values():
+    torch.manual_seed(0)
+    # A gradient whose directions differ 30x in size, as real ones do; both orientations.
+    for shape in [(96, 32, 3, 3), (32, 96, 3, 3)]:
+        spread = torch.linspace(0.1, 3.0, shape[0]).view(-1, 1, 1, 1)
+        g = torch.randn(shape) * spread
+        before = torch.linalg.svdvals(g.reshape(shape[0], -1))
+        out = orthogonalize(g)
+        assert out.shape == g.shape
+        after = torch.linalg.svdvals(out.reshape(shape[0], -1))
+        # Three iterations lift all but the smallest few towards 1 and never overshoot far.
+        assert after.max() < 1.25 and 0.7 < after.median() < 1.2, after
+        assert (after > 0.5).float().mean() > 0.85 > (before / before.max() > 0.5).float().mean(), after
+        # The same directions as the gradient: U V^T has a positive inner product with it.
+        assert (out * g).sum() > 0
+
+
+def test_muon_holds_filter_norms_and_matches_sgd_elsewhere():
+    torch.manual_seed(0)
+    conv, head = nn.Conv2d(8, 16, 3, bias=False), nn.Linear(16, 4)
+    twin_head = nn.Linear(16, 4)
+    twin_head.load_state_dict(head.state_dict())
+    muon = Muon([{"params": [conv.weight], "orthogonalize": True, "momentum": 0.6, "lr": 0.05},
+                 {"params": list(head.parameters()), "weight_decay": 1e-3}], lr=0.1, momentum=0.9)
+    sgd = torch.optim.SGD(twin_head.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    for _ in range(5):
+        features = conv(torch.randn(32, 8, 5, 5)).amax((2, 3))
+        muon.zero_grad()
+        sgd.zero_grad()
+        head(features).square().mean().backward()
+        twin_head(features.detach()).square().mean().backward()
+        muon.step()
+        sgd.step()
+        # Normalised to sqrt(16) = 4 before the step, then moved by lr x an orthogonal-ish step.
+        assert abs(conv.weight.norm().item() - 4.0) < 0.05 * math.sqrt(16)
+    for a, b in zip(head.parameters(), twin_head.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_muon_groups_filters_apart_from_head_and_biases():
+    from cifar100.models import create_model
+
+    cfg = get_preset("smoke").with_overrides(optimizer="muon", muon_lr=0.02, lr=0.1, bias_lr_scale=8)
+    net = create_model("stagenet", num_classes=4, widths=(8, 8, 8), convs_per_stage=1)
+    opt = build_optimizer(net, cfg)
+    filters, others, biases = opt.param_groups
+    assert filters["orthogonalize"] and all(p.ndim == 4 for p in filters["params"])
+    assert filters["lr"] == 0.02 and filters["momentum"] == cfg.muon_momentum and filters["weight_decay"] == 0
+    assert others["params"] == [net.head.weight] and others["weight_decay"] == cfg.weight_decay
+    assert biases["lr"] == 0.1 * 8 and not biases["orthogonalize"]
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == trainable
