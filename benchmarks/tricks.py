@@ -34,6 +34,10 @@ VARIANTS: dict[str, dict] = {
     "random flips, not alternating": {"flip": "random"},
     "no translation": {"translate": 0},
     "plus EMA of weights (0.99)": {"ema_decay": 0.99},
+    "Nesterov SGD for the conv filters, not Muon": {"optimizer": "sgd"},
+    "2 convs in every stage, not 2/3/3": {"model_kwargs": {"convs_per_stage": 2}},
+    "no Lookahead": {"lookahead_every": 0},
+    "no progressive resizing": {"progressive_size": 0},
 }
 
 
@@ -66,7 +70,7 @@ def main() -> None:
             overrides["model_kwargs"] = {**base.model_kwargs, **overrides["model_kwargs"]}
         accs, secs = [], []
         for seed in seeds:
-            cfg = base.with_overrides(epochs=args.epochs, seed=seed, val_size=1000, **overrides)
+            cfg = base.with_epochs(args.epochs).with_overrides(seed=seed, val_size=1000, **overrides)
             with tempfile.TemporaryDirectory() as tmp:
                 result = train(cfg, data.spec, dataset=data, out=Path(tmp) / "run", quiet=True, evaluate=False)
             accs.append(result.test_acc)

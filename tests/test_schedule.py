@@ -51,3 +51,22 @@ def test_lookahead_waits_for_its_start_then_averages_more_as_the_run_ends():
     assert later.slow is None  # step 3 is past the start but not a multiple of `every`
     later.resume(steps_done=4)
     assert later.slow is not None and torch.equal(later.slow[0], w)
+
+
+def test_fewer_epochs_stretch_the_schedule_and_still_end_at_full_size():
+    from cifar100.cli import build_parser
+    from cifar100.commands.train import config_from_args
+
+    def config(*argv):
+        return config_from_args(build_parser("train").parse_args(["train", "--preset", "cpu", *argv]))[1]
+
+    preset = config()
+    short = config("--epochs", "6")
+    assert short.epochs == 6
+    assert short.warmup_epochs == pytest.approx(preset.warmup_epochs * 6 / preset.epochs)
+    assert short.lookahead_start_epochs == pytest.approx(preset.lookahead_start_epochs * 6 / preset.epochs)
+    assert 0 < short.progressive_epochs < 6  # some epochs at 24x24, the last ones at full size
+    assert config("--epochs", "1").progressive_epochs == 0
+    # An explicit setting wins over the stretching, whatever the order on the command line.
+    assert config("--set", "warmup_epochs=1", "--epochs", "6").warmup_epochs == 1
+    assert config("--epochs", "6", "--set", "progressive_epochs=2").progressive_epochs == 2

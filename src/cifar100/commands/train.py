@@ -64,7 +64,10 @@ def config_from_args(args):
         if not sep:
             raise ConfigError(f"--set takes FIELD=VALUE, got {item!r}")
         overrides[key.strip().replace("-", "_")] = value
-    cfg = get_preset(preset).with_overrides(**overrides).validate()
+    base = get_preset(preset)
+    if "epochs" in overrides:  # first, so that explicit warm-up (etc.) settings still win
+        base = base.with_epochs(base.with_overrides(epochs=overrides["epochs"]).epochs)
+    cfg = base.with_overrides(**overrides).validate()
     check_model_settings(cfg)
     return preset, cfg, overrides
 
