@@ -108,7 +108,8 @@ def orthogonalize(update: torch.Tensor, steps: int = 3) -> torch.Tensor:
     same size, instead of the few dominant ones taking nearly all of it. A quintic Newton-Schulz
     iteration (the Muon optimizer's, with its coefficients, which push singular values towards
     1 fast rather than exactly: all but the tiniest land in roughly [0.7, 1.2], which trains as
-    well as exact U V^T); three matmul-only iterations, so it costs ~1% of a training step."""
+    well as exact U V^T); three matmul-only iterations: 17-23 ms per step for the cpu preset's
+    eight filters on 2 cores, about 4% of a full-size training step there."""
     x = update.reshape(len(update), -1).float()
     wide = x.size(0) <= x.size(1)
     if not wide:

@@ -28,7 +28,9 @@ def run(args) -> int:
     for name, cfg in PRESETS.items():
         net = create_model(cfg.model, **{**cfg.model_kwargs, "num_classes": args.classes})
         shape = ",".join(str(w) for w in cfg.model_kwargs.get("widths", []))
-        model = f"{cfg.model}[{shape}]" + (f"x{cfg.model_kwargs['convs_per_stage']}" if "convs_per_stage" in cfg.model_kwargs else "")
+        convs = cfg.model_kwargs.get("convs_per_stage")
+        depth = "" if convs is None else "x" + ("/".join(map(str, convs)) if isinstance(convs, list) else str(convs))
+        model = f"{cfg.model}[{shape}]{depth}"
         print(
             f"{name:<11} {model:<34} {count_parameters(net) / 1e6:>7.2f}M {forward_flops(net) / 1e6:>8.1f} "
             f"{cfg.epochs:>6} {cfg.batch_size:>6}  {cfg.description}"
