@@ -84,7 +84,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "muon":
         filters = {"params": [p for p in params if p.ndim == 4], "weight_decay": 0.0,
                    "lr_scale": cfg.muon_lr / cfg.lr, "momentum": cfg.muon_momentum, "orthogonalize": True}
-        others = {"params": [p for p in params if p.ndim in (2, 3) or p.ndim > 4],
+        others = {"params": [p for p in params if p.ndim > 1 and p.ndim != 4],  # the linear head
                   "weight_decay": cfg.weight_decay, "lr_scale": 1.0}
         groups = [filters, others, biases]
     else:
