@@ -92,6 +92,25 @@ def test_resume_after_kill_gives_the_same_history(tmp_path, synthetic_folder, ex
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_takes_every_learning_rate_from_the_edited_config(tmp_path, synthetic_folder):
+    """config.json is the truth on resume: a changed muon_lr (the filters' LR, not a multiple
+    of --lr) must take effect, exactly as if the run had used it from the start."""
+    common = ["--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+              "--optimizer", "muon", "--set", "warmup_epochs=0.5", "--quiet", "--no-evaluate"]
+    whole = tmp_path / "whole"
+    assert run_cli("train", *common, "--epochs", "3", "--set", "muon_lr=0.02", "--out", whole).returncode == 0
+    edited = tmp_path / "edited"
+    assert run_cli("train", *common, "--epochs", "1", "--set", "muon_lr=0.05", "--out", edited).returncode == 0
+    config = json.loads((edited / "config.json").read_text())
+    config["config"].update(epochs=3, muon_lr=0.02)
+    (edited / "config.json").write_text(json.dumps(config))
+    resumed = run_cli("train", "--resume", edited, "--quiet", "--no-evaluate")
+    assert resumed.returncode == 0, resumed.stderr
+    # The history's lr column is the first group's: with Muon, the conv filters'.
+    lrs = [float(row["lr"]) for row in history(edited)[1:]]
+    assert lrs == pytest.approx([float(row["lr"]) for row in history(whole)[1:]])
+
+
 def test_torchrun_two_processes_write_one_run_folder(tmp_path, synthetic_folder):
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

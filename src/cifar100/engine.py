@@ -371,10 +371,12 @@ class Trainer:
                 f"the checkpoint's model {checkpoint.get('model')} does not match this run's {self.model_spec}"
             )
         self.net.load_state_dict(checkpoint["weights"] if state["model"] is None else state["model"])
+        # config.json is the truth for settings: the peak LRs just built from it (any of them
+        # edited there) replace the checkpoint's on resume.
+        config_lrs = list(self.scheduler.base_lrs)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        # config.json is the truth for settings: a peak LR edited there takes effect on resume.
-        self.scheduler.base_lrs = [self.cfg.lr * g["lr_scale"] for g in self.optimizer.param_groups]
+        self.scheduler.base_lrs = config_lrs
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
         if self.ema:

@@ -76,23 +76,21 @@ class Lookahead:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Parameter groups, each with an `lr_scale` (its LR as a multiple of cfg.lr, which the
-    schedule and --resume use). Weight decay on conv/linear weights only: decaying BatchNorm
-    shifts and biases only hurts."""
+    """Parameter groups, each with its peak LR from the config (the schedule scales them all
+    alike). Weight decay on conv/linear weights only: decaying BatchNorm shifts and biases
+    only hurts."""
     params = [p for p in model.parameters() if p.requires_grad]
-    biases = {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale}
+    biases = {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * cfg.bias_lr_scale}
     if cfg.optimizer == "muon":
         filters = {"params": [p for p in params if p.ndim == 4], "weight_decay": 0.0,
-                   "lr_scale": cfg.muon_lr / cfg.lr, "momentum": cfg.muon_momentum, "orthogonalize": True}
+                   "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "orthogonalize": True}
         others = {"params": [p for p in params if p.ndim > 1 and p.ndim != 4],  # the linear head
-                  "weight_decay": cfg.weight_decay, "lr_scale": 1.0}
+                  "weight_decay": cfg.weight_decay, "lr": cfg.lr}
         groups = [filters, others, biases]
     else:
-        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
                   biases]
     groups = [g for g in groups if g["params"]]
-    for group in groups:
-        group["lr"] = cfg.lr * group["lr_scale"]
     if cfg.optimizer == "muon":
         return Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "sgd":
