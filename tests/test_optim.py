@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -56,10 +58,27 @@ def test_muon_groups_filters_apart_from_head_and_biases():
     cfg = get_preset("smoke").with_overrides(optimizer="muon", muon_lr=0.02, lr=0.1, bias_lr_scale=8)
     net = create_model("stagenet", num_classes=4, widths=(8, 8, 8), convs_per_stage=1)
     opt = build_optimizer(net, cfg)
-    filters, others, biases = opt.param_groups
+    others, filters, biases = opt.param_groups
     assert filters["orthogonalize"] and all(p.ndim == 4 for p in filters["params"])
     assert filters["lr"] == 0.02 and filters["momentum"] == cfg.muon_momentum and filters["weight_decay"] == 0
     assert others["params"] == [net.head.weight] and others["weight_decay"] == cfg.weight_decay
+    # First, so the history's lr column shows --lr's schedule, not the filters' muon_lr.
+    assert others["lr"] == 0.1
     assert biases["lr"] == 0.1 * 8 and not biases["orthogonalize"]
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     assert {id(p) for g in opt.param_groups for p in g["params"]} == trainable
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "muon"])
+def test_history_lr_column_reports_the_lr_the_user_set(tmp_path, optimizer):
+    from cifar100.datasets import Dataset, Split
+    from cifar100.engine import Trainer, start_runtime
+
+    rng = np.random.default_rng(0)
+    def split(n):
+        return Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, n).astype(np.int64))
+    data = Dataset("random", ["a", "b", "c", "d"], split(64), split(16), spec="random")
+    cfg = get_preset("smoke").with_overrides(optimizer=optimizer, lr=0.03, muon_lr=0.2, val_size=16,
+                                             schedule="constant", epochs=1, batch_size=16)
+    result = Trainer(cfg, data, tmp_path / "run", start_runtime("cpu"), quiet=True).fit()
+    assert result.history[0]["lr"] == pytest.approx(0.03)

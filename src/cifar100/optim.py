@@ -77,8 +77,9 @@ class Lookahead:
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Parameter groups, each with its peak LR from the config (the schedule scales them all
-    alike). Weight decay on conv/linear weights only: decaying BatchNorm shifts and biases
-    only hurts."""
+    alike). The first group is always the one at cfg.lr: the history's `lr` column and the
+    progress line report it. Weight decay on conv/linear weights only: decaying BatchNorm
+    shifts and biases only hurts."""
     params = [p for p in model.parameters() if p.requires_grad]
     biases = {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * cfg.bias_lr_scale}
     if cfg.optimizer == "muon":
@@ -86,7 +87,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                    "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "orthogonalize": True}
         others = {"params": [p for p in params if p.ndim > 1 and p.ndim != 4],  # the linear head
                   "weight_decay": cfg.weight_decay, "lr": cfg.lr}
-        groups = [filters, others, biases]
+        groups = [others, filters, biases]
     else:
         groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
                   biases]
