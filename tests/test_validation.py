@@ -97,11 +97,13 @@ def assert_refused(result: subprocess.CompletedProcess, work: Path, message: str
         (["--set", 'model_kwargs={"widths": [0, 0, 0]}'], "the model settings make no working stagenet"),
         (["--set", 'model_kwargs={"convs_per_stage": [2, 3]}'],
          "convs_per_stage must be >= 1, one count or one per stage (3), got [2, 3]"),
+        (["--set", 'model_kwargs={"whiten_padding": "full"}'],
+         "whitening padding must be 'valid' or 'same', got 'full'"),
         (["--optimizer", "muon", "--set", "muon_lr=0"], "muon_lr must be a positive number, got 0.0"),
     ],
     ids=["epochs-0", "lr-negative", "lr-nan", "lr-inf", "val-size-negative", "optimizer", "momentum-nan",
          "set-not-a-number", "split-seed-negative", "model-kwargs-list", "model-kwargs-unknown", "model-widths-zero",
-         "convs-per-stage-count", "muon-lr-zero"],
+         "convs-per-stage-count", "whiten-padding", "muon-lr-zero"],
 )
 def test_bad_settings_name_the_setting(tmp_path, tiny_folder, flags, message):
     result, _ = train_cli(tiny_folder, tmp_path, *flags)

@@ -82,9 +82,14 @@ class PatchWhitening(nn.Conv2d):
     its input, which the speedruns found worth several epochs. Fitted once by `fit` on the
     training images before the first step; stored in the state dict like any weight."""
 
-    def __init__(self, cin: int = 3, patch: int = 2, eps: float = 5e-4):
+    def __init__(self, cin: int = 3, patch: int = 2, eps: float = 5e-4, padding: str = "valid"):
+        # "valid" shrinks the image by patch - 1 pixels (32 -> 31, and the stages then run at
+        # 31/15/7/3); "same" pads right and bottom to keep 32/16/8/4.
+        if padding not in ("valid", "same"):
+            raise ConfigError(f"whitening padding must be 'valid' or 'same', got {padding!r}")
         n = cin * patch * patch
         super().__init__(cin, 2 * n, kernel_size=patch, padding=0, bias=True)
+        self.pad_same = padding == "same"
         self.eps = eps
         self.weight.requires_grad = False
         self.bias.requires_grad = False
@@ -103,6 +108,12 @@ class PatchWhitening(nn.Conv2d):
         self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
         self.bias.zero_()
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_same:  # explicit zero padding: Conv2d's padding="same" warns for even kernels
+            k = self.kernel_size[0] - 1
+            x = nn.functional.pad(x, (0, k, 0, k))
+        return super().forward(x)
+
 
 class StageNet(nn.Module):
     def __init__(
@@ -114,11 +125,12 @@ class StageNet(nn.Module):
         dropout: float = 0.0,
         logit_scale: float = 1 / 9,
         whiten: bool = True,
+        whiten_padding: str = "valid",
         identity_init: bool = True,
     ):
         super().__init__()
         # whiten=False and identity_init=False exist to measure what those tricks buy.
-        self.whiten = PatchWhitening() if whiten else None
+        self.whiten = PatchWhitening(padding=whiten_padding) if whiten else None
         # One count for every stage, or one per stage: extra convs in the late stages cost
         # little, as they run at 7x7 and 3x3.
         counts = (convs_per_stage,) * len(widths) if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
