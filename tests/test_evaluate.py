@@ -7,6 +7,7 @@ task where the object's place is known. One end-to-end test reads what the real 
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -370,3 +371,23 @@ def test_smoke_run_ends_with_the_full_evaluation(smoke_run):
         assert (smoke_run / metrics["figures"][key]).stat().st_size > 5000
     assert "superclass_confusion" not in metrics["figures"]  # CIFAR-10 has no superclasses
     assert (smoke_run / "report.html").is_file()
+
+
+def test_probabilities_are_calibrated_on_the_validation_split(smoke_run):
+    """Label smoothing makes the raw softmax under-confident; best.pt carries a temperature
+    fitted on the validation split, and every probability the tool reports uses it."""
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    with open(smoke_run / "history.csv", newline="") as f:
+        best = next(row for row in csv.DictReader(f) if int(row["epoch"]) == metrics["epoch"])
+    model = load_model(smoke_run)
+    assert model.temperature == pytest.approx(metrics["temperature"]) and model.temperature != 1.0
+    # Fitted on exactly that split: its loss can only be lower than the raw logits' loss there.
+    assert metrics["val"]["loss"] <= float(best["val_loss"]) + 1e-5
+    # Predictions are the raw network's; probabilities are softmax(raw logits / temperature).
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        raw = model.classifier.net((x - mean) / std)
+    np.testing.assert_allclose(model.probabilities(images), F.softmax(raw / model.temperature, 1).numpy(), atol=1e-6)
+    assert (model.probabilities(images).argmax(1) == raw.argmax(1).numpy()).all()

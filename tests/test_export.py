@@ -84,14 +84,18 @@ def test_onnx_sidecar_and_metadata_describe_the_input(onnx_export, model):
     assert json.loads(props["cifar100.classes"]) == model.classes
 
 
-def test_normalisation_is_inside_the_exported_model(onnx_export, model):
-    # Feeding raw 0..1 pixels must give the logits of the network on normalised pixels.
+def test_normalisation_and_temperature_are_inside_the_exported_model(onnx_export, model):
+    # Feeding raw 0..1 pixels must give the network's logits on normalised pixels, divided by
+    # the temperature fitted on the run's validation split.
     path, _ = onnx_export
+    sidecar = json.loads(path.with_name("model.onnx.json").read_text())
+    assert sidecar["calibration"] == {"temperature": pytest.approx(model.temperature), "built_in": True}
+    assert model.temperature != 1.0  # the smoke run has a validation split, so it was fitted
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        expected = torch.softmax(model.classifier.net((x - mean) / std), 1).numpy()
+        expected = torch.softmax(model.classifier.net((x - mean) / std) / model.temperature, 1).numpy()
     assert np.abs(onnx_probabilities(path, images) - expected).max() < 1e-5
 
 

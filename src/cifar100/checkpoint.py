@@ -9,6 +9,8 @@ Layout (FORMAT_VERSION 1):
     dataset: {"spec": str, "name": str, "val_size": int, "split_seed": int}
     normalization: {"mean": [r, g, b], "std": [r, g, b]}  on the 0..1 pixel scale
     epoch: int, metrics: {"val_acc": float, "val_loss": float, ...}
+    temperature: float  the logits' divisor fitted on the validation split (absent in older
+                 checkpoints: read as 1.0)
     train_state: (last.pt only) optimizer, schedule, EMA, RNG, history: what --resume needs
 """
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar100 import __version__
+from cifar100.calibration import fit_temperature
 from cifar100.checkpoint import load_checkpoint, save_checkpoint
 from cifar100.datasets import Dataset, channel_mean_std, split_train_val
 from cifar100.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -138,20 +139,31 @@ def mixed_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float) -> to
 
 
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader: DeviceLoader, autocast: Any) -> tuple[float, float]:
-    """Plain cross-entropy (no smoothing) and top-1 accuracy over a whole split."""
+def split_logits(model: nn.Module, loader: DeviceLoader, autocast: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logits and labels of a whole split, left on the device (no host sync)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    logits, labels = [], []
     for batch in loader.epoch():
         with autocast:
-            logits = model(batch.inputs)
-        loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum")
-        correct += (logits.argmax(1) == batch.labels).sum()
+            logits.append(model(batch.inputs).float())
+        labels.append(batch.labels)
     model.train(was_training)
-    n = max(1, loader.num_samples)
-    return loss_sum.item() / n, correct.item() / n
+    if not logits:
+        return torch.zeros(0, 0, device=loader.device), torch.zeros(0, dtype=torch.long, device=loader.device)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def score_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Plain cross-entropy (no smoothing) and top-1 accuracy."""
+    if len(labels) == 0:
+        return 0.0, 0.0
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def evaluate_loader(model: nn.Module, loader: DeviceLoader, autocast: Any) -> tuple[float, float]:
+    """Plain cross-entropy (no smoothing) and top-1 accuracy over a whole split."""
+    return score_logits(*split_logits(model, loader, autocast))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -328,6 +340,7 @@ class Trainer:
         self.start_epoch = 1
         self.best_val_acc, self.best_epoch = -1.0, 0
         self.elapsed = 0.0
+        self.temperature = 1.0
 
     @property
     def eval_model(self) -> nn.Module:
@@ -346,6 +359,8 @@ class Trainer:
             "normalization": {"mean": self.mean, "std": self.std},
             "epoch": epoch,
             "metrics": metrics,
+            # Fitted on the validation split at this epoch (1.0 without one): see calibration.py.
+            "temperature": self.temperature,
             "config": self.cfg.to_dict(),
         }
         if with_train_state:
@@ -439,7 +454,10 @@ class Trainer:
         torch.manual_seed(self.cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch)
         train_loss, train_acc = self.train_epoch(epoch, progress)
         if self.val_loader.num_samples:
-            val_loss, val_acc = evaluate_loader(self.eval_model, self.val_loader, self.autocast)
+            val_logits, val_labels = split_logits(self.eval_model, self.val_loader, self.autocast)
+            val_loss, val_acc = score_logits(val_logits, val_labels)
+            # Saved with the weights: predict, serve and export divide the logits by it.
+            self.temperature = fit_temperature(val_logits, val_labels)
         else:
             val_loss = val_acc = float("nan")
         if self.plateau:
@@ -566,6 +584,8 @@ class Trainer:
             "epoch": best["epoch"],
             "test": {"top1": test_acc, "loss": test_loss, "images": self.test_loader.num_samples},
             "val": {"top1": best["metrics"].get("val_acc"), "loss": best["metrics"].get("val_loss")},
+            # Losses here are of the raw logits, as in the history; the full evaluation's use it.
+            "temperature": best.get("temperature", 1.0),
         })
         return test_acc
 

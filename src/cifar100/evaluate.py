@@ -324,6 +324,9 @@ def evaluate_run(
         "epoch": model.epoch,
         "dataset": {"spec": dataset.spec, "name": dataset.name, "classes": len(model.classes)},
         "model": model.model_config,
+        # Probabilities (loss, ECE, confidences) are of logits / temperature, fitted on the val
+        # split during training: val loss and ECE are in-sample for it, test's are honest.
+        "temperature": model.temperature,
     }
     for key, result in results.items():
         metrics[key] = {"split": key.removesuffix("_tta"), "tta": key.endswith("_tta"),
@@ -385,6 +388,8 @@ def format_summary(metrics: dict[str, Any], confused: int = 5) -> str:
         loss = "-" if s["loss"] is None else f"{s['loss']:.4f}"
         lines.append(f"{label:<12} {s['images']:>7} {_percent(s['top1']):>8} {_percent(s['top5']):>8} {loss:>8} "
                      f"{_percent(s['ece']):>7} {_percent(s.get('coarse_top1')):>11}")
+    if metrics.get("temperature", 1.0) != 1.0:
+        lines.append(f"probabilities calibrated: logits / {metrics['temperature']:.3f} (temperature fitted on val)")
     pairs = metrics["test"]["most_confused"][:confused]
     if pairs:
         lines.append("most confused (test, true -> predicted): "

@@ -190,9 +190,12 @@ def describe_model(model: LoadedModel, fmt: str, file_name: str) -> dict:
         "output": {
             "name": OUTPUT_NAME,
             "shape": ["batch", len(model.classes)],
-            "meaning": "logits: softmax over the last axis gives class probabilities",
+            "meaning": "logits: softmax over the last axis gives class probabilities (calibrated: the "
+                       "temperature below is built in)",
         },
         "normalization": {"mean": model.mean, "std": model.std, "built_in": True},
+        # Fitted on the run's validation split (1.0: a run without one, left uncalibrated).
+        "calibration": {"temperature": model.temperature, "built_in": True},
         "preprocessing": PREPROCESSING,
         "source": {
             "checkpoint": str(model.checkpoint_path),

@@ -3,6 +3,7 @@ names, and where it came from. Shared by evaluate, predict, export and serve."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,19 @@ def as_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cp
 
 
 class Classifier(nn.Module):
-    """Takes RGB images as float (N, 3, H, W) on the 0..1 scale, returns logits: the
-    per-channel normalisation is part of the module, so exported models carry it too."""
+    """Takes RGB images as float (N, 3, H, W) on the 0..1 scale, returns calibrated logits: the
+    per-channel normalisation and the temperature (calibration.py) are part of the module, so
+    exported models carry them too."""
 
-    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net((x - self.mean) / self.std) / self.temperature
 
 
 @dataclass
@@ -47,6 +50,11 @@ class LoadedModel:
     epoch: int
     metrics: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """The logits' divisor fitted on the validation split (1.0: not calibrated)."""
+        return float(self.classifier.temperature)
 
     @property
     def mean(self) -> list[float]:
@@ -106,9 +114,13 @@ def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str |
         net = create_model(spec["arch"], **spec["kwargs"])
         net.load_state_dict(payload["weights"])
         norm = payload["normalization"]
-        classifier = Classifier(net, norm["mean"], norm["std"]).to(device).eval()
+        # Checkpoints from before calibration have none: their logits are used as they are.
+        temperature = float(payload.get("temperature", 1.0))
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        classifier = Classifier(net, norm["mean"], norm["std"], temperature).to(device).eval()
         classes = list(payload["classes"])
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match its model description: {exc}") from None
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedModel(

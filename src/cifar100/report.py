@@ -108,6 +108,10 @@ def render_report(
     notes = []
     if metrics.get("tta"):
         notes.append(f"<p>Rows marked TTA (test-time augmentation): {_e(metrics['tta'])}. The plain rows never use it.</p>")
+    if metrics.get("temperature", 1.0) != 1.0:
+        notes.append(f"<p>Probabilities (loss, ECE, confidences) are calibrated: the logits are divided by "
+                     f"{metrics['temperature']:.3f}, the temperature fitted on the validation split, so the "
+                     f"validation loss and ECE are in-sample; the test ones are not.</p>")
     if metrics.get("train_seconds") is not None:
         notes.append(f"<p>Training took {metrics['train_seconds']:.1f} s.</p>")
     figure_html = [
