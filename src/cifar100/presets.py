@@ -176,8 +176,9 @@ PRESETS: dict[str, TrainConfig] = {
         description="sized for a 2-core CPU: 88.7% on CIFAR-10 (JPEG) in about 20 minutes",
         # Wider late stages are cheap (they run at 15x15 and 7x7) and the small net underfits;
         # a third conv there costs ~20% more time and bought +0.6 points (val and test together).
-        # No patch whitening: +0.44 test, +0.70 val on two seeds (docs/tricks.md, README). Its
-        # 2x2 valid conv also shrank the maps to 31/15/7/3 (now 32/16/8/4, +13% FLOPs).
+        # No patch whitening: +0.44 test, +0.70 val on two seeds (docs/tricks.md, README), because
+        # its valid 2x2 conv shrank the maps to 31/15/7/3; same-padded it wins at equal epochs
+        # but loses at equal time (+15% FLOPs).
         model_kwargs={"widths": [32, 96, 192], "convs_per_stage": [2, 3, 3], "whiten": False},
         # airbench's per-example LR, weight decay and 64x BatchNorm-shift LR, rescaled to batch 256;
         # its schedule (0.2 -> 1 over the first sixth, then down to 0.07) and Lookahead.
