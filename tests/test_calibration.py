@@ -33,5 +33,8 @@ def test_fitted_temperature_minimises_the_loss_and_keeps_every_prediction():
     assert torch.equal((logits / t).argmax(1), logits.argmax(1))
 
 
-def test_no_samples_leaves_the_logits_alone():
+def test_no_samples_or_broken_logits_leave_the_logits_alone():
     assert fit_temperature(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long)) == 1.0
+    logits, labels = sampled(n=100)
+    logits[3, 2] = float("nan")
+    assert fit_temperature(logits, labels) == 1.0

@@ -24,10 +24,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, iterations: int 
 
     The loss is convex in 1/T, so it has one minimum along log T and a golden-section search
     finds it to ~1e-8 relative in 40 steps (one host sync each: call it once per evaluation,
-    never inside a training step). No samples: 1.0, logits as they are."""
-    if len(labels) == 0:
-        return 1.0
+    never inside a training step). No samples, or a non-finite logit (a diverging run): 1.0,
+    logits as they are."""
     logits = logits.float()
+    if len(labels) == 0 or not bool(torch.isfinite(logits).all()):
+        return 1.0
 
     def loss(log_t: float) -> float:
         return F.cross_entropy(logits / math.exp(log_t), labels).item()
