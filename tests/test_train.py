@@ -106,9 +106,15 @@ def test_resume_takes_every_learning_rate_from_the_edited_config(tmp_path, synth
     (edited / "config.json").write_text(json.dumps(config))
     resumed = run_cli("train", "--resume", edited, "--quiet", "--no-evaluate")
     assert resumed.returncode == 0, resumed.stderr
-    # The history's lr column is the first group's: with Muon, the conv filters'.
     lrs = [float(row["lr"]) for row in history(edited)[1:]]
     assert lrs == pytest.approx([float(row["lr"]) for row in history(whole)[1:]])
+    # The history's lr column is --lr's group: every group's LR (the conv filters' muon_lr
+    # among them) is checked in the optimizer state the two runs ended with.
+    def group_lrs(run_dir):
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["train_state"]
+        return [g["lr"] for g in state["optimizer"]["param_groups"]], state["scheduler"]["base_lrs"]
+    (edited_lrs, edited_peaks), (whole_lrs, whole_peaks) = group_lrs(edited), group_lrs(whole)
+    assert len(edited_lrs) == 3 and edited_lrs == pytest.approx(whole_lrs) and edited_peaks == pytest.approx(whole_peaks)
 
 
 def test_torchrun_two_processes_write_one_run_folder(tmp_path, synthetic_folder):
