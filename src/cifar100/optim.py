@@ -107,7 +107,7 @@ def orthogonalize(update: torch.Tensor, steps: int = 3) -> torch.Tensor:
     same size, instead of the few dominant ones taking nearly all of it. A quintic Newton-Schulz
     iteration (the Muon optimizer's, with its coefficients, which push singular values towards
     1 fast rather than exactly: all but the tiniest land in roughly [0.7, 1.2], which trains as
-    well as exact U V^T); three matmul-only iterations: 17-23 ms per step for the cpu preset's
+    well as exact U V^T); three matmul-only iterations: about 16 ms per step for the cpu preset's
     eight filters on 2 cores, about 4% of a full-size training step there."""
     x = update.reshape(len(update), -1).float()
     wide = x.size(0) <= x.size(1)
@@ -117,7 +117,9 @@ def orthogonalize(update: torch.Tensor, steps: int = 3) -> torch.Tensor:
     a, b, c = 3.4445, -4.7750, 2.0315
     for _ in range(steps):
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        # x <- a x + (b G + c G^2) x, as two fused multiply-adds (addmm): no temporaries for
+        # the scalar products (16 ms against 18 ms per step for the cpu preset on 2 cores).
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return (x if wide else x.T).reshape(update.shape)
 
 
@@ -136,24 +138,32 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ARG002 (the Optimizer signature)
+        # Each group's elementwise updates run as a few multi-tensor (_foreach) calls rather
+        # than a Python loop of small ops per parameter (the cpu preset has ~30 parameters,
+        # most of them tiny BatchNorm shifts). With the fused iteration below: 21.5 ms per
+        # optimizer step against 23.5 ms, of a ~400 ms training step.
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             lr, momentum, nesterov = group["lr"], group["momentum"], group["nesterov"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if group["weight_decay"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            bufs = []
+            for p, grad in zip(params, grads):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(grad)
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(grad)
-                step = grad.add(buf, alpha=momentum) if nesterov else buf
-                if group["orthogonalize"]:
-                    p.mul_(math.sqrt(len(p)) / (p.norm() + 1e-12))
-                    step = orthogonalize(step)
-                p.add_(step, alpha=-lr)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, grads)
+            steps = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
+            if group["orthogonalize"]:
+                norms = torch._foreach_norm(params)
+                torch._foreach_mul_(params, [math.sqrt(len(p)) / (n + 1e-12) for p, n in zip(params, norms)])
+                steps = [orthogonalize(step) for step in steps]
+            torch._foreach_add_(params, steps, alpha=-lr)
 
 
 def step_schedule(
