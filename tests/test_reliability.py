@@ -36,6 +36,10 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path, synthetic
         [sys.executable, "-m", "cifar100", "train", "--preset", "smoke", "--dataset", str(synthetic_folder),
          "--data-dir", str(tmp_path / "cache"), "--out", str(run_dir), "--epochs", "6", "--quiet", "--no-evaluate"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background by a non-interactive shell (`pytest &`) inherits
+        # SIGINT ignored, and Python then never turns it into KeyboardInterrupt: the child
+        # would train to the end. Start it the way a terminal does, with SIGINT at its default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while history_rows(run_dir) < 1:
