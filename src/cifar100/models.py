@@ -132,7 +132,7 @@ class StageNet(nn.Module):
         # whiten=False and identity_init=False exist to measure what those tricks buy.
         self.whiten = PatchWhitening(padding=whiten_padding) if whiten else None
         # One count for every stage, or one per stage: extra convs in the late stages cost
-        # little, as they run at 7x7 and 3x3.
+        # little, as they run at 8x8 and 4x4 on 32x32 images.
         counts = (convs_per_stage,) * len(widths) if isinstance(convs_per_stage, int) else tuple(convs_per_stage)
         if len(counts) != len(widths) or min(counts) < 1:
             raise ConfigError(f"convs_per_stage must be >= 1, one count or one per stage ({len(widths)}), got {convs_per_stage}")

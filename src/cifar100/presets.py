@@ -174,7 +174,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     "cpu": TrainConfig(
         description="sized for a 2-core CPU: 88.5% on CIFAR-10 (JPEG) in 18-21 minutes; 89.8% with evaluate --tta",
-        # Wider late stages are cheap (they run at 15x15 and 7x7) and the small net underfits;
+        # Wider late stages are cheap (after their pools they run at 8x8 and 4x4) and the small net underfits;
         # a third conv there costs ~20% more time and bought +0.6 points (val and test together).
         # No patch whitening: +0.44 test, +0.70 val on two seeds (docs/tricks.md, README), because
         # its valid 2x2 conv shrank the maps to 31/15/7/3; same-padded it wins at equal epochs
