@@ -32,12 +32,15 @@ def without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def test_train_learns_and_writes_run_folder(tmp_path, synthetic_folder):
     run_dir = tmp_path / "run"
     result = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
-                     "--out", run_dir, "--epochs", "3", "--quiet")
+                     "--out", run_dir, "--epochs", "3", "--quiet", "--tta")
     assert result.returncode == 0, result.stderr
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["checkpoint"] == "checkpoints/best.pt"
     assert metrics["test"]["top1"] > 0.8  # chance is 0.25
+    # --tta: the final evaluation also holds the test-time-augmented splits, as `evaluate --tta`.
+    assert metrics["test_tta"]["tta"] is True and metrics["test_tta"]["images"] == metrics["test"]["images"]
+    assert metrics["test_tta"]["top1"] > 0.8 and "val_tta" in metrics
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["preset"] == "smoke"

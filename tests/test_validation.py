@@ -100,10 +100,11 @@ def assert_refused(result: subprocess.CompletedProcess, work: Path, message: str
         (["--set", 'model_kwargs={"whiten_padding": "full"}'],
          "whitening padding must be 'valid' or 'same', got 'full'"),
         (["--optimizer", "muon", "--set", "muon_lr=0"], "muon_lr must be a positive number, got 0.0"),
+        (["--tta"], "--tta is part of the final evaluation, which --no-evaluate skips"),  # TRAIN has --no-evaluate
     ],
     ids=["epochs-0", "lr-negative", "lr-nan", "lr-inf", "val-size-negative", "optimizer", "momentum-nan",
          "set-not-a-number", "split-seed-negative", "model-kwargs-list", "model-kwargs-unknown", "model-widths-zero",
-         "convs-per-stage-count", "whiten-padding", "muon-lr-zero"],
+         "convs-per-stage-count", "whiten-padding", "muon-lr-zero", "tta-without-evaluation"],
 )
 def test_bad_settings_name_the_setting(tmp_path, tiny_folder, flags, message):
     result, _ = train_cli(tiny_folder, tmp_path, *flags)

@@ -250,6 +250,7 @@ class TrainResult:
     best_epoch: int = 0
     best_val_acc: float = 0.0
     test_acc: float = float("nan")
+    test_tta_acc: float = float("nan")  # only when the final evaluation ran with tta
     train_seconds: float = 0.0
 
 
@@ -604,10 +605,12 @@ def train(
     resume: str | Path | None = None,
     dataset: Dataset | None = None,
     evaluate: bool = True,
+    tta: bool = False,
     on_epoch: Callable[[Trainer, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train from a config (or continue the run folder `resume`) and return the result; with
-    `evaluate`, finish with the full evaluation (metrics, figures, report) of best.pt.
+    `evaluate`, finish with the full evaluation (metrics, figures, report) of best.pt, with
+    `tta` including the test-time-augmented splits.
     `dataset` short-circuits loading by spec (tests and benchmarks that hold one in memory)."""
     runtime = start_runtime(device)
     try:
@@ -651,14 +654,18 @@ def train(
             if evaluate:
                 from cifar100.evaluate import evaluate_run
 
-                metrics = evaluate_run(run_dir, data_dir=data_dir, device=runtime.device, quiet=quiet, dataset=dataset)
+                metrics = evaluate_run(run_dir, tta=tta, data_dir=data_dir, device=runtime.device, quiet=quiet,
+                                       dataset=dataset)
                 result.test_acc = metrics["test"]["top1"]
+                if tta:
+                    result.test_tta_acc = metrics["test_tta"]["top1"]
             else:
                 result.test_acc = trainer.test_best()
             if not quiet:
+                with_tta = f", {result.test_tta_acc:.2%} with TTA" if tta and evaluate else ""
                 print(
                     f"best epoch {result.best_epoch}: val acc {result.best_val_acc:.2%}; test acc "
-                    f"{result.test_acc:.2%} (checkpoints/best.pt); training took {result.train_seconds:.1f}s. "
+                    f"{result.test_acc:.2%}{with_tta} (checkpoints/best.pt); training took {result.train_seconds:.1f}s. "
                     f"Run folder: {run_dir}",
                     file=sys.stderr,
                 )

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-evaluate", action="store_true", help="skip the figures and report at the end")
+    p.add_argument("--tta", action="store_true",
+                   help="the final evaluation also reports test-time augmentation (as `evaluate --tta`), "
+                   "in the same process: no second start-up and dataset load")
     for flag, (field, kind) in FIELD_FLAGS.items():
         p.add_argument(flag, dest=field, type=kind, default=None, help=f"override the preset's {field}")
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
@@ -104,14 +107,16 @@ def run(args) -> int:
     from cifar100.errors import ConfigError
 
     command = "cifar100 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "cifar100 train"
+    if args.tta and args.no_evaluate:
+        raise ConfigError("--tta is part of the final evaluation, which --no-evaluate skips; drop one of them")
     if args.resume:
         preset, cfg, overrides = config_from_args(args)
         if overrides or args.preset:
             raise ConfigError("--resume continues a run with its own settings; drop the other training flags")
         train(cfg, "", resume=args.resume, device=args.device, quiet=args.quiet, data_dir=args.data_dir,
-              evaluate=not args.no_evaluate)
+              evaluate=not args.no_evaluate, tta=args.tta)
         return 0
     preset, cfg, _ = config_from_args(args)
     train(cfg, args.dataset, preset=preset, data_dir=args.data_dir, out=args.out, name=args.name,
-          device=args.device, quiet=args.quiet, command=command, evaluate=not args.no_evaluate)
+          device=args.device, quiet=args.quiet, command=command, evaluate=not args.no_evaluate, tta=args.tta)
     return 0
