@@ -8,13 +8,21 @@
   `cifar100 train --preset smoke --dataset <cifar10_small_folder> --epochs 3` in a subprocess.
   Treat it as read-only (copy it to modify it).
 - `run_cli(*args, timeout=...)`: runs `python -m cifar100 ARGS` and returns the CompletedProcess.
+- `serve_process(run, *args)`: `cifar100 serve RUN --port 0 ARGS` in its own process, as a context
+  manager giving (base URL, log lines so far, process); stopped on exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import re
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,39 @@ def run_cli(*args: str, timeout: float = 600, cwd: str | Path | None = None, env
         [sys.executable, "-m", "cifar100", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
     )
+
+
+@contextlib.contextmanager
+def serve_process(run: Path, *args: str) -> Iterator[tuple[str, list[str], subprocess.Popen]]:
+    """(base URL, log lines so far, process) of `cifar100 serve RUN --port 0 ARGS`: the OS picks
+    a free port and uvicorn names it, so two test sessions never race for one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar100", "serve", str(run), "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    log, base, deadline = [], None, time.monotonic() + 120
+    try:
+        while base is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("cifar100 serve did not start within 120 s:\n" + "".join(log))
+            log.append(line)
+            match = re.search(r"Uvicorn running on (http://[\d.]+:\d+)", line)
+            if match:
+                base = match.group(1)
+            elif proc.poll() is not None:
+                pytest.fail("cifar100 serve exited:\n" + "".join(log))
+        yield base, log, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def synthetic_image(cls: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,20 +1,21 @@
-"""The JSON API and page of `cifar100 serve`, through FastAPI's test client: real model, real
-images, and every kind of bad upload answered with a 4xx that says what was wrong."""
+"""The JSON API and page of `cifar100 serve`, over HTTP to the real command on 127.0.0.1: real
+model, real images, and every kind of bad upload answered with a 4xx that says what was wrong,
+the same server process answering the next request."""
 
 from __future__ import annotations
 
 import base64
 import io
 
+import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
+from run_fixtures import serve_process
+from test_predict import png_with_header_only
 
 from cifar100.images import decode_image, to_model_input
 from cifar100.inference import load_model
-from cifar100.serve import create_app
-from test_predict import png_with_header_only
 
 LIMIT = 3 * 1024 * 1024  # small, so a too-large upload is cheap to make
 
@@ -25,9 +26,10 @@ def model(smoke_run):
 
 
 @pytest.fixture(scope="module")
-def client(model):
-    with TestClient(create_app(model, max_upload_bytes=LIMIT)) as c:
-        yield c
+def client(smoke_run):
+    with serve_process(smoke_run, "--max-upload-mb", str(LIMIT / 2**20)) as (base, _, _):
+        with httpx.Client(base_url=base, timeout=60) as c:
+            yield c
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,15 @@ pick a photo, see it, its 32x32 view and five bars."""
 from __future__ import annotations
 
 import base64
-import queue
 import re
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from run_fixtures import serve_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -25,35 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def server(smoke_run):
-    """(base URL, log lines so far, process) of `cifar100 serve RUN --port 0`: the OS picks a
-    free port and uvicorn names it, so two test sessions never race for one."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cifar100", "serve", str(smoke_run), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    log, base, deadline = [], None, time.monotonic() + 120
-    try:
-        while base is None:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail("cifar100 serve did not start within 120 s:\n" + "".join(log))
-            log.append(line)
-            match = re.search(r"Uvicorn running on (http://[\d.]+:\d+)", line)
-            if match:
-                base = match.group(1)
-            elif proc.poll() is not None:
-                pytest.fail("cifar100 serve exited:\n" + "".join(log))
-        yield base, log, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process(smoke_run) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
