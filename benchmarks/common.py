@@ -1,11 +1,17 @@
-"""Shared by the benchmark scripts: the device's measured matmul rate and a table printer."""
+"""Shared by the benchmark scripts: the device's measured matmul rate, the `--set` option, a
+table printer, and error handling as in the CLI."""
 
 from __future__ import annotations
 
+import argparse
 import platform
+import sys
 import time
+from collections.abc import Callable
 
 import torch
+
+from cifar100.errors import Cifar100Error
 
 
 def matmul_flops(device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
@@ -47,3 +53,32 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join("-" * widths[c] for c in columns))
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+
+
+def add_settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a preset field in every run, as `cifar100 train --set` does "
+        "(e.g. --set epochs=2 --set val_size=50 to check the script on a tiny dataset)",
+    )
+
+
+def settings_note(items: list[str]) -> str:
+    """For a table's header line: a table made with overrides says so."""
+    return "; with " + " ".join(f"--set {item}" for item in items) if items else ""
+
+
+def seconds(value: float) -> str:
+    """Times from a GPU speedrun (a few seconds) to a CPU run (tens of minutes) in one format."""
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a script's main as the CLI runs a command: a user's mistake (an unknown preset or
+    setting, a missing dataset) ends in its message and exit status 2, not a traceback."""
+    try:
+        status = main()
+    except Cifar100Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, print_table  # noqa: E402
+from common import hardware, print_table, run_main  # noqa: E402
 
 
 def load(args):
@@ -117,4 +117,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -19,6 +19,7 @@ runs made by the plain `cifar100 train` command can be compared afterwards.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -29,30 +30,29 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, print_table  # noqa: E402
+from common import add_settings_option, hardware, print_table, run_main, seconds, settings_note  # noqa: E402
 
 from cifar100.datasets import load_dataset  # noqa: E402
 from cifar100.engine import Trainer, evaluate_loader, read_history, train  # noqa: E402
 from cifar100.fileio import read_json  # noqa: E402
-from cifar100.presets import get_preset  # noqa: E402
+from cifar100.presets import TrainConfig, configure, get_preset, parse_settings  # noqa: E402
 
 
 class OutOfBudget(Exception):
     pass
 
 
-def run_one(preset: str, seed: int, data, target: float, budget_s: float, device: str, out: Path) -> dict:
+def run_one(preset: str, cfg: TrainConfig, data, target: float, budget_s: float, device: str, out: Path) -> dict:
     curve: list[tuple[float, float]] = []
-    started = time.perf_counter()
+    started, seed = time.perf_counter(), cfg.seed
 
     def on_epoch(trainer: Trainer, row: dict) -> None:
         _, acc = evaluate_loader(trainer.eval_model, trainer.test_loader, trainer.autocast)
         curve.append((trainer.elapsed, acc))
-        print(f"  {preset} seed {seed} epoch {row['epoch']}: test {acc:.2%} at {trainer.elapsed:.0f}s", flush=True)
+        print(f"  {preset} seed {seed} epoch {row['epoch']}: test {acc:.2%} at {seconds(trainer.elapsed)}", flush=True)
         if trainer.elapsed > budget_s:
             raise OutOfBudget
 
-    cfg = get_preset(preset).with_overrides(seed=seed)
     try:
         train(cfg, data.spec, dataset=data, preset=preset, out=out / f"{preset}-{seed}", quiet=True,
               evaluate=False, device=device, on_epoch=on_epoch)
@@ -65,7 +65,11 @@ def run_one(preset: str, seed: int, data, target: float, budget_s: float, device
 
 def from_run(run_dir: Path, target: float) -> tuple[str, dict]:
     """(preset, result) of an existing run folder, on validation accuracy."""
+    if not (run_dir / "history.csv").is_file():
+        sys.exit(f"{run_dir} is not a run folder: it has no history.csv")
     rows = read_history(run_dir / "history.csv")
+    if not rows:
+        sys.exit(f"{run_dir} has not finished an epoch yet: history.csv has no rows")
     clock, curve = 0.0, []
     for row in rows:
         clock += row["seconds"]
@@ -83,12 +87,12 @@ def summarize(preset: str, runs: list[dict], target: float) -> dict:
         "preset": preset,
         f"reached {target:.0%}": f"{len(times)}/{len(runs)}",
         "time to target (median, min-max)": (
-            f"{statistics.median(times):.0f}s ({min(times):.0f}-{max(times):.0f})" if times else "-"
+            f"{seconds(statistics.median(times))} ({seconds(min(times))}-{seconds(max(times))})" if times else "-"
         ),
         "final acc": f"{100 * statistics.mean(accs):.2f}% ± {100 * (statistics.stdev(accs) if len(accs) > 1 else 0):.2f}",
         "epochs": "/".join(str(r["epochs"]) for r in runs),
-        "train s": "/".join(f"{r['train_s']:.0f}" for r in runs),
-        "wall s": "/".join(f"{r['wall_s']:.0f}" for r in runs),
+        "train": "/".join(seconds(r["train_s"]) for r in runs),
+        "wall": "/".join(seconds(r["wall_s"]) if math.isfinite(r["wall_s"]) else "-" for r in runs),
     }
 
 
@@ -106,7 +110,7 @@ def print_ratios(results: dict[str, list[dict]], target: float) -> None:
             print(f"# {preset} needs {medians[preset] / medians[first]:.1f}x the time of {first} to reach {target:.0%}")
         else:
             longest = max(r["train_s"] for r in runs)
-            print(f"# {preset} did not reach {target:.0%} in {longest:.0f}s of training: "
+            print(f"# {preset} did not reach {target:.0%} in {seconds(longest)} of training: "
                   f"more than {longest / medians[first]:.1f}x the time of {first}")
 
 
@@ -121,7 +125,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--keep", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--from-runs", nargs="+", type=Path, help="read these run folders instead of training")
+    add_settings_option(parser)
     args = parser.parse_args()
+    settings = parse_settings(args.settings)
+    if args.from_runs and settings:
+        parser.error("--set changes runs to be trained; --from-runs reads finished ones")
     results: dict[str, list[dict]] = {}
     if args.from_runs:
         for run_dir in args.from_runs:
@@ -130,23 +138,27 @@ def main() -> None:
         hardware_line = read_json(args.from_runs[0] / "config.json").get("device", "?")
         what = "validation"
     else:
-        data = load_dataset(args.dataset, args.data_dir, quiet=True)
         seeds = [int(s) for s in args.seeds.split(",")]
+        # Every preset and setting checked before the first (possibly hour-long) run starts.
+        configs = {preset: configure(get_preset(preset), settings) for preset in args.presets.split(",")}
+        data = load_dataset(args.dataset, args.data_dir, quiet=True)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.keep or tmp)
-            for preset in args.presets.split(","):
+            for preset, cfg in configs.items():
                 results[preset] = [
-                    run_one(preset, s, data, args.target, 60 * args.budget_minutes, args.device, out) for s in seeds
+                    run_one(preset, cfg.with_overrides(seed=s), data, args.target, 60 * args.budget_minutes,
+                            args.device, out)
+                    for s in seeds
                 ]
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
         hardware_line = hardware(device)
         what = "test"
     rows = [summarize(preset, runs, args.target) for preset, runs in results.items()]
     print(f"\n# time_to_accuracy, target {args.target:.0%} {what} accuracy; {hardware_line}, "
-          f"torch {torch.__version__}, {date.today()}")
+          f"torch {torch.__version__}, {date.today()}{settings_note(args.settings)}")
     print_table(rows, list(rows[0]))
     print_ratios(results, args.target)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

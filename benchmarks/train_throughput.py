@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, matmul_flops, print_table, sync  # noqa: E402
+from common import hardware, matmul_flops, print_table, run_main, sync  # noqa: E402
 
 from cifar100.datasets import Dataset, Split  # noqa: E402
 from cifar100.engine import Trainer, start_runtime  # noqa: E402
@@ -101,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

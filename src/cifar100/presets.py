@@ -228,3 +228,23 @@ def get_preset(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`FIELD=VALUE` strings (`--set` on the command line and in the benchmarks) -> {field: value};
+    dashes in names are accepted for underscores, values are coerced by `with_overrides`."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes FIELD=VALUE, got {item!r}")
+        settings[key.strip().replace("-", "_")] = value
+    return settings
+
+
+def configure(base: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
+    """`base` with `settings` applied and validated. A new epoch count goes first, through
+    `with_epochs`, so the schedule stretches to fit and explicit warm-up (etc.) settings still win."""
+    if "epochs" in settings:
+        base = base.with_epochs(base.with_overrides(epochs=settings["epochs"]).epochs)
+    return base.with_overrides(**settings).validate()

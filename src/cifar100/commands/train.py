@@ -55,22 +55,14 @@ def config_from_args(args):
     """The preset named by --preset (or the device's default) with every override applied."""
     import torch
 
-    from cifar100.errors import ConfigError
-    from cifar100.presets import get_preset
+    from cifar100.presets import configure, get_preset, parse_settings
 
     preset = args.preset or ("fast" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
     overrides = {field: getattr(args, field) for field, _ in FIELD_FLAGS.values() if getattr(args, field) is not None}
     if args.compile is not None:
         overrides["compile"] = args.compile
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set takes FIELD=VALUE, got {item!r}")
-        overrides[key.strip().replace("-", "_")] = value
-    base = get_preset(preset)
-    if "epochs" in overrides:  # first, so that explicit warm-up (etc.) settings still win
-        base = base.with_epochs(base.with_overrides(epochs=overrides["epochs"]).epochs)
-    cfg = base.with_overrides(**overrides).validate()
+    overrides.update(parse_settings(args.overrides))
+    cfg = configure(get_preset(preset), overrides)
     check_model_settings(cfg)
     return preset, cfg, overrides
 
