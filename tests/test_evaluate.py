@@ -25,7 +25,7 @@ from cifar100.datasets import Dataset, Split, load_dataset, split_train_val
 from cifar100.engine import RunFolder
 from cifar100.errors import CheckpointError, DatasetError
 from cifar100.evaluate import evaluate_run, feature_map_module, grad_cam
-from cifar100.inference import load_model
+from cifar100.inference import as_input, load_model
 from cifar100.models import create_model
 from run_fixtures import run_cli
 
@@ -145,11 +145,35 @@ def evaluated_run(tmp_path_factory, hand_built_run, mini_cifar100_dir) -> tuple[
     return run, evaluate_run(run, tta=True, quiet=True)
 
 
+@torch.no_grad()
+def tta_by_hand(model, images: np.ndarray) -> torch.Tensor:
+    """The six views of the TTA description, built here: each image and its mirror image count
+    half; shifted one pixel up-left and down-right (reflect padding), with mirrors, a quarter each."""
+    net, x = model.classifier, as_input(images)
+
+    def with_mirror(v):
+        return (net(v) + net(torch.flip(v, dims=[3]))) / 2
+
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[:, :, :32, :32], padded[:, :, 2:, 2:]
+    return with_mirror(x) / 2 + with_mirror(up_left) / 4 + with_mirror(down_right) / 4
+
+
+def test_tta_and_plain_logits_from_one_pass_match_separate_passes(hand_built_run, mini_cifar100):
+    model = load_model(hand_built_run)
+    images = mini_cifar100.test.images[:300]
+    plain, augmented = model.plain_and_tta_logits(images, batch_size=128)
+    assert torch.allclose(plain, model.logits(images), atol=1e-5)
+    assert torch.allclose(augmented, model.logits(images, tta=True), atol=1e-5)
+    assert torch.allclose(augmented, tta_by_hand(model, images), atol=1e-4)
+    assert not torch.allclose(augmented, plain, atol=1e-3)  # the views do change the logits
+
+
 def expected_numbers(run: Path, dataset: Dataset, which: str = "best", tta: bool = False) -> dict[str, float]:
     """The headline numbers computed independently: torch's softmax and cross-entropy on the
     loaded model's logits, and the superclass mapping read off the official coarse labels."""
     model = load_model(run, which)
-    logits = model.logits(dataset.test.images, tta=tta)
+    logits = tta_by_hand(model, dataset.test.images) if tta else model.logits(dataset.test.images)
     labels = torch.from_numpy(dataset.test.labels)
     predicted = logits.argmax(1)
     coarse = torch.from_numpy(dataset.test.coarse_labels)

@@ -312,12 +312,15 @@ def evaluate_run(
         splits["val"] = val
     results: dict[str, SplitMetrics] = {}
     for name, split in splits.items():
-        for augmented in (False, True) if tta else (False,):
-            key = f"{name}_tta" if augmented else name
-            if not quiet:
-                print(f"evaluating {key} ({len(split)} images)...", file=sys.stderr)
-            logits = model.logits(split.images, tta=augmented).numpy()
-            results[key] = split_metrics(logits, split.labels, fine_to_coarse, len(coarse) if coarse else None)
+        if not quiet:
+            print(f"evaluating {name}{' with and without TTA' if tta else ''} ({len(split)} images)...", file=sys.stderr)
+        if tta:
+            plain, augmented = model.plain_and_tta_logits(split.images)
+            views = {name: plain, f"{name}_tta": augmented}
+        else:
+            views = {name: model.logits(split.images)}
+        for key, logits in views.items():
+            results[key] = split_metrics(logits.numpy(), split.labels, fine_to_coarse, len(coarse) if coarse else None)
 
     metrics: dict[str, Any] = {
         "checkpoint": _relative(model.checkpoint_path, out),

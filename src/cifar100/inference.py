@@ -68,19 +68,33 @@ class LoadedModel:
     def device(self) -> torch.device:
         return self.classifier.mean.device
 
-    @torch.no_grad()
     def logits(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> torch.Tensor:
         """images: uint8 (N, 32, 32, 3). Returns float32 logits (N, classes) on the CPU.
         With tta, six views are averaged (see `tta_logits`)."""
+        if tta:
+            return self.plain_and_tta_logits(images, batch_size)[1]
+        return self._batched(images, batch_size, lambda batch: (self.classifier(batch),))[0]
+
+    def plain_and_tta_logits(self, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+        """(plain, test-time-augmented) logits from one pass: the plain view is one of TTA's six,
+        so an evaluation that reports both runs the network 6 times per image, not 7."""
+
+        def both(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            plain = self.classifier(batch)
+            return plain, tta_logits(self.classifier, batch, plain=plain)
+
+        return self._batched(images, batch_size, both)
+
+    @torch.no_grad()
+    def _batched(self, images, batch_size: int, fn) -> tuple[torch.Tensor, ...]:
+        """Apply `fn` (a batch of inputs -> a tuple of logits) to `images` in batches; float32 on the CPU."""
         x = torch.as_tensor(images)
-        out = []
+        parts: list[tuple[torch.Tensor, ...]] = []
         for start in range(0, len(x), batch_size):
-            batch = as_input(x[start : start + batch_size], self.device)
-            logits = tta_logits(self.classifier, batch) if tta else self.classifier(batch)
-            out.append(logits.float().cpu())
-        if not out:
-            return torch.zeros(0, len(self.classes))
-        return torch.cat(out)
+            parts.append(tuple(out.float().cpu() for out in fn(as_input(x[start : start + batch_size], self.device))))
+        if not parts:
+            return (torch.zeros(0, len(self.classes)),) * 2
+        return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
     def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 500, tta: bool = False) -> np.ndarray:
         return torch.softmax(self.logits(images, batch_size, tta), dim=1).numpy()
@@ -92,17 +106,18 @@ TTA_DESCRIPTION = (
 )
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def tta_logits(model: nn.Module, x: torch.Tensor, plain: torch.Tensor | None = None) -> torch.Tensor:
     """Test-time augmentation over six views of NCHW inputs, weighted as the training
-    augmentation makes them likely: unshifted views count as much as the two shifted ones."""
+    augmentation makes them likely: unshifted views count as much as the two shifted ones.
+    `plain`: model(x), when the caller has it already."""
 
-    def mirrored(v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (model(v) + model(v.flip(3)))
+    def mirrored(v: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.5 * ((model(v) if logits is None else logits) + model(v.flip(3)))
 
     padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     h, w = x.shape[-2:]
     shifted = 0.5 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:]))
-    return 0.5 * (mirrored(x) + shifted)
+    return 0.5 * (mirrored(x, plain) + shifted)
 
 
 def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
