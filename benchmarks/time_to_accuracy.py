@@ -34,6 +34,7 @@ from common import add_settings_option, hardware, print_table, run_main, seconds
 
 from cifar100.datasets import load_dataset  # noqa: E402
 from cifar100.engine import Trainer, evaluate_loader, read_history, train  # noqa: E402
+from cifar100.errors import ConfigError  # noqa: E402
 from cifar100.fileio import read_json  # noqa: E402
 from cifar100.presets import TrainConfig, configure, get_preset, parse_settings  # noqa: E402
 
@@ -66,10 +67,10 @@ def run_one(preset: str, cfg: TrainConfig, data, target: float, budget_s: float,
 def from_run(run_dir: Path, target: float) -> tuple[str, dict]:
     """(preset, result) of an existing run folder, on validation accuracy."""
     if not (run_dir / "history.csv").is_file():
-        sys.exit(f"{run_dir} is not a run folder: it has no history.csv")
+        raise ConfigError(f"{run_dir} is not a run folder: it has no history.csv")
     rows = read_history(run_dir / "history.csv")
     if not rows:
-        sys.exit(f"{run_dir} has not finished an epoch yet: history.csv has no rows")
+        raise ConfigError(f"{run_dir} has not finished an epoch yet: history.csv has no rows")
     clock, curve = 0.0, []
     for row in rows:
         clock += row["seconds"]
