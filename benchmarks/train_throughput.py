@@ -72,14 +72,14 @@ def spread(values: list[float], fmt: str, unit: str = "") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default=None, help="comma-separated (default: all but smoke; cpu only on CPU)")
+    parser.add_argument("--presets", default=None, help="comma-separated (default: all but smoke on a GPU; the CPU presets and keras-seed on a CPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per timed epoch")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per preset, each between two matmul measurements")
     args = parser.parse_args()
     device = start_runtime(args.device).device
     names = args.presets.split(",") if args.presets else (
-        [p for p in PRESETS if p != "smoke"] if device.type == "cuda" else ["cpu", "keras-seed"]
+        [p for p in PRESETS if p != "smoke"] if device.type == "cuda" else ["cpu-small", "cpu", "keras-seed"]
     )
     rows = []
     for name in names:

@@ -95,9 +95,11 @@ def planar_rows(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), -1))
 
 
-def write_tar_gz(path: Path, folder: str, members: dict[str, bytes]) -> Path:
+def write_tar(path: Path, folder: str, members: dict[str, bytes], compression: str = "gz") -> Path:
+    """A tar archive of `folder`/<name> members; `compression`: "gz", "xz", "bz2" or "" (plain tar)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:  # level 1: fast, and still gzip
+    options = {"compresslevel": 1} if compression in ("gz", "bz2") else {}  # level 1: fast
+    with tarfile.open(path, f"w:{compression}", **options) as tar:
         info = tarfile.TarInfo(folder)
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
@@ -121,12 +123,18 @@ def cifar100_batch(rows: np.ndarray, fine, coarse, filenames, batch_label: str) 
     }
 
 
-def write_cifar100_archive(path: Path, train: dict, test: dict, meta: bytes, overrides: dict | None = None) -> Path:
-    """`train`/`test`: batch dicts (see cifar100_batch); `meta`: the meta file's bytes;
-    `overrides`: member name -> bytes to store instead (e.g. a truncated pickle)."""
+def cifar100_members(train: dict, test: dict, meta: bytes, overrides: dict | None = None) -> dict[str, bytes]:
+    """The files of `cifar-100-python/`: `train`/`test` are batch dicts (see cifar100_batch),
+    `meta` the meta file's bytes, `overrides` member name -> bytes to store instead (e.g. a
+    truncated pickle) or None to leave the member out."""
     members = {"meta": meta, "train": py2_pickle_bytes(train), "test": py2_pickle_bytes(test)}
     members.update(overrides or {})
-    return write_tar_gz(path, "cifar-100-python", members)
+    return {name: data for name, data in members.items() if data is not None}
+
+
+def write_cifar100_archive(path: Path, train: dict, test: dict, meta: bytes, overrides: dict | None = None,
+                           compression: str = "gz") -> Path:
+    return write_tar(path, "cifar-100-python", cifar100_members(train, test, meta, overrides), compression)
 
 
 def write_cifar10_archive(path: Path, images: np.ndarray, labels: np.ndarray, test_images, test_labels, overrides: dict | None = None) -> Path:
@@ -153,7 +161,7 @@ def write_cifar10_archive(path: Path, images: np.ndarray, labels: np.ndarray, te
         }
     )
     members.update(overrides or {})
-    return write_tar_gz(path, "cifar-10-batches-py", members)
+    return write_tar(path, "cifar-10-batches-py", members)
 
 
 def spec_for(official: ArchiveSpec, archive: Path, url: str = "http://127.0.0.1:9/unused") -> ArchiveSpec:

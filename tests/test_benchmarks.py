@@ -91,6 +91,22 @@ def test_time_to_accuracy_reads_finished_run_folders(smoke_run, tmp_path):
     assert "Traceback" not in not_a_run.stderr
 
 
+def test_accuracy_vs_time_tables_and_draws_finished_runs(smoke_run, tmp_path):
+    import json
+
+    from PIL import Image
+
+    figure = tmp_path / "accuracy_vs_time.png"
+    rows = table(ok("accuracy_vs_time.py", smoke_run, smoke_run, "--out", figure))
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert [(r["preset"], r["runs"]) for r in rows] == [("smoke", "2")]
+    assert rows[0]["test top-1"] == f"{100 * metrics['test']['top1']:.2f}% ± 0.00"  # the same run twice
+    with Image.open(figure) as img:
+        assert img.size == (900, 550)
+    not_a_run = benchmark("accuracy_vs_time.py", tmp_path)
+    assert not_a_run.returncode == 2 and "is not a run folder" in not_a_run.stderr
+
+
 def test_inference_times_pytorch_and_onnxruntime_on_a_trained_run(smoke_run):
     out = ok("inference.py", smoke_run, "--seconds", "0.2", "--batch-size", "32")
     assert "ONNX top-1 agreement with PyTorch: 100%" in out

@@ -16,7 +16,7 @@ from data_fixtures import (
     py2_pickle_bytes,
     spec_for,
     write_cifar100_archive,
-    write_tar_gz,
+    write_tar,
 )
 
 from cifar100.cifar_archives import CIFAR10, CIFAR100, MARKER, load_cifar, read_pickle
@@ -163,7 +163,7 @@ def test_member_checksum_mismatch(tmp_path):
 def test_missing_member(tmp_path):
     train, test = mini_cifar100_batches()
     data_dir = tmp_path / "data"
-    archive = write_tar_gz(data_dir / CIFAR100.filename, "cifar-100-python", {"meta": OFFICIAL_META.read_bytes(), "train": py2_pickle_bytes(train)})
+    archive = write_tar(data_dir / CIFAR100.filename, "cifar-100-python", {"meta": OFFICIAL_META.read_bytes(), "train": py2_pickle_bytes(train)})
     with pytest.raises(DatasetError, match=r"does not contain cifar-100-python/test"):
         load_cifar(spec_for(CIFAR100, archive), data_dir, download=False)
     assert_cache_untouched(data_dir)

@@ -234,6 +234,9 @@ def test_labels_come_from_folders_named_after_classes():
     classes = ["apple", "maple_tree", "aquarium_fish"]
     assert label_from_folder(Path("photos/apple/x.jpg"), classes) == "apple"
     assert label_from_folder(Path("photos/Maple Tree/x.jpg"), classes) == "maple_tree"
+    assert label_from_folder(Path("photos/maple tree/x.jpg"), classes) == "maple_tree"
+    assert label_from_folder(Path("photos/Maple-Tree/x.jpg"), classes) == "maple_tree"
+    assert label_from_folder(Path("photos/aquarium fish/x.jpg"), classes) == "aquarium_fish"
     assert label_from_folder(Path("photos/aquarium-fish/x.jpg"), classes) == "aquarium_fish"
     assert label_from_folder(Path("photos/holiday/x.jpg"), classes) is None
 

@@ -1,4 +1,4 @@
-"""The LR schedule's shape and the Lookahead averaging, checked on their own numbers."""
+"""The LR schedule's shape, the plateau's cuts and the Lookahead averaging, checked on their own numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar100.optim import Lookahead, step_schedule
+from cifar100.optim import LearningRate, Lookahead, step_schedule
+from cifar100.presets import TrainConfig
 
 
 def test_onecycle_warms_up_from_start_and_decays_to_end():
@@ -70,3 +71,47 @@ def test_fewer_epochs_stretch_the_schedule_and_still_end_at_full_size():
     # An explicit setting wins over the stretching, whatever the order on the command line.
     assert config("--set", "warmup_epochs=1", "--epochs", "6").warmup_epochs == 1
     assert config("--epochs", "6", "--set", "progressive_epochs=2").progressive_epochs == 2
+
+
+def run_epochs(learning_rate: LearningRate, optimizer, val_losses, steps_per_epoch: int, first_epoch: int = 0):
+    """The LR each epoch's steps used, with the plateau fed one val loss per epoch."""
+    used = []
+    for epoch, val_loss in enumerate(val_losses, start=first_epoch):
+        step_lrs = set()
+        for i in range(steps_per_epoch):
+            learning_rate.apply(epoch * steps_per_epoch + i)
+            optimizer.step()
+            step_lrs.add(optimizer.param_groups[0]["lr"])
+        assert len(step_lrs) == 1  # constant within an epoch
+        used.append(step_lrs.pop())
+        learning_rate.end_epoch(val_loss)
+    return used
+
+
+def test_plateau_cuts_after_patience_epochs_without_improvement_and_the_cut_lasts():
+    net = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD([{"params": [net.weight], "lr": 1e-3}, {"params": [net.bias], "lr": 4e-3}], lr=1e-3)
+    cfg = TrainConfig(schedule="plateau", warmup_epochs=0, plateau_patience=2, plateau_factor=0.5, epochs=8)
+    learning_rate = LearningRate(optimizer, cfg, steps_per_epoch=5)
+    # Keras's rule: an improvement must beat the best by more than 1e-4; two epochs without
+    # one (0.95, 0.91) halve the LR from the next epoch on; 0.80005 is no improvement on 0.8.
+    used = run_epochs(learning_rate, optimizer, [1.0, 0.9, 0.95, 0.91, 0.8, 0.80005, 0.9, 0.7], 5)
+    assert used == pytest.approx([1e-3] * 4 + [5e-4] * 3 + [2.5e-4])
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(4 * optimizer.param_groups[0]["lr"])  # every group alike
+
+
+def test_the_plateau_state_survives_a_checkpoint():
+    def fresh():
+        net = nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-2)
+        cfg = TrainConfig(schedule="plateau", warmup_epochs=0, plateau_patience=1, plateau_factor=0.1, epochs=6)
+        return LearningRate(optimizer, cfg, steps_per_epoch=2), optimizer
+
+    losses = [1.0, 1.1, 0.5, 0.6, 0.7, 0.4]
+    whole = run_epochs(*fresh(), losses, 2)
+    first, optimizer = fresh()
+    head = run_epochs(first, optimizer, losses[:4], 2)
+    resumed, optimizer = fresh()
+    resumed.load_state_dict(first.state_dict())
+    assert head + run_epochs(resumed, optimizer, losses[4:], 2, first_epoch=4) == pytest.approx(whole)
+    assert whole == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-5])

@@ -11,7 +11,9 @@ Cache layout under the data dir (`--data-dir`, else `$CIFAR100_DATA`, else ~/.ca
 
 Extraction happens once: into a temporary sibling folder, where the member md5s are checked
 and every pickle is read (so a truncated or inconsistent one never gets a marker), and the
-folder is renamed into place only then. A folder without the marker is never read.
+folder is renamed into place only then. `cifar100 data import` installs a copy the user already
+has the same way (`import_cifar`). A folder without the marker (one torchvision or Keras left)
+is read only after its members pass the same checks.
 
 The download URL is `$CIFAR100_MIRROR/<archive name>` when that variable is set (a local
 mirror, or a test server), else the official one. `ArchiveSpec` holds everything that
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import lzma
 import math
 import os
 import pickle
@@ -42,6 +45,7 @@ import numpy as np
 from cifar100.datasets import Dataset, Split
 from cifar100.download import download_file, file_md5, manual_download_hint
 from cifar100.errors import DatasetError, DownloadError
+from cifar100.fileio import atomic_write_text
 
 MIRROR_ENV = "CIFAR100_MIRROR"
 MARKER = ".extracted.json"
@@ -115,13 +119,31 @@ def archive_spec(name: str, base_url: str | None = None) -> ArchiveSpec:
 
 def load_cifar(spec: ArchiveSpec, data_dir: str | Path, *, download: bool = True, quiet: bool = False) -> Dataset:
     """The dataset of `spec` from the cache in `data_dir`; downloads, verifies and extracts it
-    the first time."""
+    the first time. An extracted folder without the marker (as torchvision and Keras leave
+    it, or unpacked by hand) is verified and adopted instead of downloading again."""
     data_dir = Path(data_dir).expanduser()
     folder = data_dir / spec.folder
     if (folder / MARKER).is_file():
         return read_extracted(spec, folder)
+    if folder.is_dir():
+        try:
+            return _adopt_folder(spec, folder)
+        except DatasetError:
+            if not download and not (data_dir / spec.filename).is_file():
+                raise
+            # Incomplete or damaged (a copy or an extraction that stopped midway): it is
+            # replaced below by a verified copy, which is all it could ever have been.
     archive = ensure_archive(spec, data_dir, download=download, quiet=quiet)
-    return _extract_and_read(spec, archive, folder)
+    return _install(spec, archive, folder, {"archive": spec.filename, "md5": spec.md5, "url": spec.url})
+
+
+def import_hint(spec: ArchiveSpec) -> str:
+    return (
+        f"If you have a copy of {spec.name} (the official archive, any tar of its {spec.folder}/ folder, "
+        f"or the folder torchvision or Keras left in their cache), install it with "
+        f"`cifar100 data import PATH --dataset {spec.name}`; or train on a folder of your own images with "
+        f"`--dataset PATH`."
+    )
 
 
 def ensure_archive(spec: ArchiveSpec, data_dir: str | Path, *, download: bool = True, quiet: bool = False) -> Path:
@@ -134,29 +156,68 @@ def ensure_archive(spec: ArchiveSpec, data_dir: str | Path, *, download: bool = 
             raise DownloadError(
                 f"{archive} has md5 {actual}, expected {spec.md5}: it is not the {spec.name} "
                 f"archive, or it is damaged. Delete it so it is downloaded again, or replace it. "
-                + manual_download_hint(spec.url, spec.md5, archive, spec.size)
+                + manual_download_hint(spec.url, spec.md5, archive, spec.size) + " " + import_hint(spec)
             )
         return archive
     if not download:
         raise DownloadError(
             f"{spec.name} is not in {data_dir} and downloading is switched off. "
-            + manual_download_hint(spec.url, spec.md5, archive, spec.size)
+            + manual_download_hint(spec.url, spec.md5, archive, spec.size) + " " + import_hint(spec)
         )
-    return download_file(spec.url, archive, spec.md5, size=spec.size, quiet=quiet)
+    try:
+        return download_file(spec.url, archive, spec.md5, size=spec.size, quiet=quiet)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc} {import_hint(spec)}") from None
 
 
-def _extract_and_read(spec: ArchiveSpec, archive: Path, folder: Path) -> Dataset:
+@dataclass(frozen=True)
+class ImportResult:
+    dataset: Dataset
+    folder: Path  # where the verified pickles now live
+    member_md5s: dict[str, str]  # member name -> its md5, as checked
+    replaced: bool  # an earlier installed copy was replaced
+
+
+def import_cifar(spec: ArchiveSpec, source: str | Path, data_dir: str | Path) -> ImportResult:
+    """Install a copy the user already has into the cache in `data_dir`, exactly as a download
+    would: `source` is the official archive, any tar archive (.tar.gz, .tar.xz, .tar.bz2,
+    .tar) of the official folder, or an extracted folder (the official folder itself or one
+    that holds it). Every member must match the official md5; nothing is installed otherwise."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DatasetError(f"{source} does not exist")
+    folder = Path(data_dir).expanduser() / spec.folder
+    replaced = (folder / MARKER).is_file()
+    dataset = _install(spec, source, folder, {"imported_from": str(source.resolve())})
+    checked = json.loads((folder / MARKER).read_text(encoding="utf-8"))["member_md5s"]
+    return ImportResult(dataset, folder, checked, replaced)
+
+
+def _member_names(spec: ArchiveSpec) -> tuple[str, ...]:
+    return (*spec.train_files, *spec.test_files, spec.meta_file)
+
+
+def _install(spec: ArchiveSpec, source: Path, folder: Path, marker: dict[str, Any]) -> Dataset:
+    """Copy the members out of `source` (an archive or a folder) into a temporary sibling of
+    `folder`, verify and read them there, write the marker last, and only then move the folder
+    into place: a failure at any point leaves the cache as it was."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=".extracting", dir=folder.parent))
+    retired = folder.with_name(staging.name.replace(".extracting", ".replaced"))
     try:
-        _extract_members(spec, archive, staging)
+        if source.is_dir():
+            _copy_members(spec, source, staging)
+        else:
+            _extract_members(spec, source, staging)
+        _verify_members(spec, staging, source)
         dataset = read_extracted(spec, staging)
-        marker = {"archive": spec.filename, "md5": spec.md5, "url": spec.url}
+        marker = {**marker, "member_md5s": {name: file_md5(staging / name) for name in _member_names(spec)}}
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a shared data dir should stay readable
         if folder.exists():
-            # A folder without a marker: an older extraction that never finished.
-            shutil.rmtree(folder)
+            # A verified copy being replaced by an import: moved aside first, so the cache
+            # holds the old copy or the new one at every moment, never neither.
+            os.rename(folder, retired)
         try:
             os.rename(staging, folder)
         except OSError:
@@ -165,32 +226,100 @@ def _extract_and_read(spec: ArchiveSpec, archive: Path, folder: Path) -> Dataset
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     return dataset
+
+
+def _adopt_folder(spec: ArchiveSpec, folder: Path) -> Dataset:
+    """An extracted folder without our marker: verified like an import, then marked in place."""
+    missing = [name for name in _member_names(spec) if not (folder / name).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{folder} is not a complete copy of {spec.name}: it has no {', '.join(missing)}. Delete the "
+            f"folder so that {spec.name} is downloaded again, or install a good copy with "
+            f"`cifar100 data import PATH --dataset {spec.name}`."
+        )
+    _verify_members(spec, folder, folder)
+    dataset = read_extracted(spec, folder)
+    marker = {"adopted": True, "member_md5s": {name: file_md5(folder / name) for name in _member_names(spec)}}
+    atomic_write_text(folder / MARKER, json.dumps(marker, indent=2) + "\n")
+    return dataset
+
+
+def _other_dataset(spec: ArchiveSpec, names: list[str]) -> ArchiveSpec | None:
+    """The other CIFAR archive, if the paths `names` (of an archive or a folder) are its folder."""
+    for other in ARCHIVES.values():
+        if other.name != spec.name and any(other.folder in Path(n).parts for n in names):
+            return other
+    return None
+
+
+def _wrong_dataset(spec: ArchiveSpec, source: Path, other: ArchiveSpec) -> DatasetError:
+    return DatasetError(
+        f"{source} holds {other.name} ({other.folder}/), not {spec.name} ({spec.folder}/): "
+        f"import it with --dataset {other.name}"
+    )
+
+
+def _copy_members(spec: ArchiveSpec, source: Path, staging: Path) -> None:
+    """From an extracted folder: the official folder itself, or a folder that holds it."""
+    root = source / spec.folder if (source / spec.folder).is_dir() else source
+    missing = [name for name in _member_names(spec) if not (root / name).is_file()]
+    if missing:
+        other = _other_dataset(spec, [str(source.resolve()), *(str(p) for p in source.iterdir())])
+        if other is not None:
+            raise _wrong_dataset(spec, source, other)
+        raise DatasetError(
+            f"{source} is not a {spec.name} folder: it has no {', '.join(missing)} "
+            f"(expected {spec.folder}/ with {', '.join(_member_names(spec))})"
+        )
+    for name in _member_names(spec):
+        shutil.copyfile(root / name, staging / name)
 
 
 def _extract_members(spec: ArchiveSpec, archive: Path, staging: Path) -> None:
     """Copy out only the pickles we read, by name, so no path inside the archive can write
-    anywhere else."""
-    wanted = {f"{spec.folder}/{name}": name for name in (*spec.train_files, *spec.test_files, spec.meta_file)}
+    anywhere else. Any tar compression is accepted; the members may sit at `<folder>/<name>`
+    or deeper (`./`, a parent folder)."""
+    wanted = set(_member_names(spec))
+    seen: list[str] = []
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                name = wanted.pop(member.name.removeprefix("./"), None)
-                if name is None:
+                path = Path(member.name)
+                seen.append(member.name)
+                if len(path.parts) < 2 or path.parts[-2] != spec.folder or path.name not in wanted:
                     continue
                 if not member.isfile():
                     raise DatasetError(f"{archive}: {member.name} is not a regular file")
+                wanted.discard(path.name)
                 source = tar.extractfile(member)
-                with open(staging / name, "wb") as target:
+                with open(staging / path.name, "wb") as target:
                     shutil.copyfileobj(source, target)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DatasetError(f"{archive} could not be unpacked ({exc}); delete it and run again") from None
+    except tarfile.ReadError as exc:
+        if not seen:
+            raise DatasetError(
+                f"{archive} is not a tar archive ({exc}): give the official {spec.filename}, a tar of "
+                f"its {spec.folder}/ folder (.tar.gz, .tar.xz, .tar.bz2 or .tar), or the extracted folder"
+            ) from None
+        raise DatasetError(f"{archive} could not be unpacked after {len(seen)} members ({exc}): it is truncated or damaged") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        raise DatasetError(f"{archive} could not be unpacked ({exc}): it is truncated or damaged") from None
     if wanted:
-        raise DatasetError(f"{archive} does not contain {', '.join(sorted(wanted))}")
+        other = _other_dataset(spec, seen)
+        if other is not None:
+            raise _wrong_dataset(spec, archive, other)
+        raise DatasetError(f"{archive} does not contain {', '.join(f'{spec.folder}/{n}' for n in sorted(wanted))}")
+
+
+def _verify_members(spec: ArchiveSpec, folder: Path, source: Path) -> None:
     for name, expected in spec.member_md5s.items():
-        actual = file_md5(staging / name)
+        actual = file_md5(folder / name)
         if actual != expected:
-            raise DatasetError(f"{archive}: {spec.folder}/{name} has md5 {actual}, expected {expected}")
+            raise DatasetError(
+                f"{source}: {spec.folder}/{name} has md5 {actual}, expected {expected} (the official "
+                f"{spec.name} file): this copy is damaged or is not the official one"
+            )
 
 
 def read_extracted(spec: ArchiveSpec, folder: str | Path) -> Dataset:

@@ -36,7 +36,7 @@ from cifar100.errors import CheckpointError, ConfigError, TrainingDiverged
 from cifar100.fileio import atomic_write_text, read_json, write_json
 from cifar100.loader import Augment, Batch, DeviceLoader
 from cifar100.models import count_parameters, create_model
-from cifar100.optim import EMA, Lookahead, build_optimizer, step_schedule
+from cifar100.optim import EMA, LearningRate, Lookahead, build_optimizer
 from cifar100.presets import TrainConfig
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -319,16 +319,7 @@ class Trainer:
             if cfg.lookahead_every > 0 else None
         )
         self.optimizer = build_optimizer(net, cfg)
-        schedule = step_schedule(cfg.schedule, total, round(cfg.warmup_epochs * self.steps_per_epoch),
-                                 cfg.lr_start, cfg.lr_end)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.plateau = (
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-            )
-            if cfg.schedule == "plateau"
-            else None
-        )
+        self.learning_rate = LearningRate(self.optimizer, cfg, self.steps_per_epoch)
         model: nn.Module = net
         if runtime.distributed:
             model = nn.parallel.DistributedDataParallel(
@@ -369,8 +360,7 @@ class Trainer:
                 # The raw weights, where they differ from `weights` (the EMA's); else `weights` are them.
                 "model": cpu_state(self.net) if self.ema else None,
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "plateau": self.plateau.state_dict() if self.plateau else None,
+                "lr_schedule": self.learning_rate.state_dict(),
                 "history": self.history,
                 "best_val_acc": self.best_val_acc,
                 "best_epoch": self.best_epoch,
@@ -387,14 +377,10 @@ class Trainer:
                 f"the checkpoint's model {checkpoint.get('model')} does not match this run's {self.model_spec}"
             )
         self.net.load_state_dict(checkpoint["weights"] if state["model"] is None else state["model"])
-        # config.json is the truth for settings: the peak LRs just built from it (any of them
-        # edited there) replace the checkpoint's on resume.
-        config_lrs = list(self.scheduler.base_lrs)
+        # config.json is the truth for settings: the LR's peaks were built from it (any of them
+        # edited there) and the optimizer state's LRs are overwritten before every step.
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.base_lrs = config_lrs
-        if self.plateau and state.get("plateau"):
-            self.plateau.load_state_dict(state["plateau"])
+        self.learning_rate.load_state_dict(state.get("lr_schedule", {}))
         if self.ema:
             self.ema.module.load_state_dict(checkpoint["weights"])
         self.history = list(state["history"])
@@ -461,13 +447,12 @@ class Trainer:
             self.temperature = fit_temperature(val_logits, val_labels)
         else:
             val_loss = val_acc = float("nan")
-        if self.plateau:
-            self.plateau.step(train_loss if math.isnan(val_loss) else val_loss)
+        self.learning_rate.end_epoch(train_loss if math.isnan(val_loss) else val_loss)
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         row = {
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-            "val_acc": val_acc, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+            "val_acc": val_acc, "lr": self.learning_rate.current, "seconds": seconds,
         }
         self.history.append(row)
         # Without a validation split, selection falls back to training accuracy.
@@ -508,8 +493,8 @@ class Trainer:
             loss.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+            self.learning_rate.apply(step)
             self.optimizer.step()
-            self.scheduler.step()
             if self.lookahead:
                 self.lookahead.step(step + 1)
             if self.ema:
@@ -527,7 +512,7 @@ class Trainer:
                     rate = seen * self.rt.world_size / (time.perf_counter() - started)
                     progress.set_postfix_str(
                         f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.1%} "
-                        f"lr {self.optimizer.param_groups[0]['lr']:.2e} {rate:,.0f} img/s",
+                        f"lr {self.learning_rate.current:.2e} {rate:,.0f} img/s",
                         refresh=False,
                     )
                     progress.update((i + 1) - progress.n + (epoch - 1) * self.steps_per_epoch)

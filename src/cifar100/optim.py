@@ -174,8 +174,8 @@ def step_schedule(
     starts at 0.2 and ends at 0.07, leaving the last of the averaging to Lookahead);
     linear: decay from the peak to `end`; cosine: the same warm-up, then cosine decay to `end`;
     constant: the peak throughout (plateau builds on it).
-    A closure, not an object, so LambdaLR's state_dict does not save it: on resume the
-    schedule always follows the run's current config."""
+    A pure function of the step, never saved: on resume the schedule always follows the run's
+    current config."""
     total = max(1, total_steps)
     warmup = warmup_steps if kind in ("onecycle", "cosine") else 0
 
@@ -190,3 +190,65 @@ def step_schedule(
         return 1.0 - (1.0 - end) * progress
 
     return factor
+
+
+class Plateau:
+    """Keras's ReduceLROnPlateau: after `patience` epochs in a row in which the monitored loss
+    did not improve on its best by more than `min_delta`, the LR is multiplied by `factor`
+    (Keras's defaults and semantics, so the keras-seed baseline reproduces the notebook)."""
+
+    def __init__(self, patience: int, factor: float, min_delta: float = 1e-4):
+        self.patience, self.factor, self.min_delta = patience, factor, min_delta
+        self.scale, self.best, self.wait = 1.0, math.inf, 0
+
+    def update(self, loss: float) -> None:
+        if loss < self.best - self.min_delta:
+            self.best, self.wait = loss, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.scale *= self.factor
+            self.wait = 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale, self.best, self.wait = state["scale"], state["best"], int(state["wait"])
+
+
+class LearningRate:
+    """The one owner of the learning rate. Before every optimizer step, each parameter group's
+    LR is set to its peak (what `build_optimizer` gave it, from the config) x the schedule's
+    factor at that step x the plateau's scale (1 unless schedule="plateau"). Nothing else writes
+    an LR, so the LR the history logs is the LR the steps used, and a plateau's cut lasts."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+        self.optimizer = optimizer
+        self.peaks = [group["lr"] for group in optimizer.param_groups]
+        self.factor = step_schedule(cfg.schedule, steps_per_epoch * cfg.epochs,
+                                    round(cfg.warmup_epochs * steps_per_epoch), cfg.lr_start, cfg.lr_end)
+        self.plateau = Plateau(cfg.plateau_patience, cfg.plateau_factor) if cfg.schedule == "plateau" else None
+        self.apply(0)
+
+    def apply(self, step: int) -> None:
+        """Set every group's LR for optimizer step `step` (0-based over the whole run)."""
+        scale = self.factor(step) * (self.plateau.scale if self.plateau else 1.0)
+        for group, peak in zip(self.optimizer.param_groups, self.peaks):
+            group["lr"] = peak * scale
+
+    def end_epoch(self, monitored_loss: float) -> None:
+        if self.plateau:
+            self.plateau.update(monitored_loss)
+
+    @property
+    def current(self) -> float:
+        """The LR of the first group (the one at cfg.lr) as last applied."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"plateau": self.plateau.state_dict() if self.plateau else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.plateau and state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])

@@ -242,6 +242,33 @@ def plot_history_comparison(histories: dict, path: str | Path, title: str = "Run
     return save_figure(fig, path)
 
 
+def plot_accuracy_vs_time(runs: dict, path: str | Path, title: str = "Accuracy against training time") -> Path:
+    """One colour per preset: each run's validation accuracy after every epoch against the
+    training clock (minutes, validation included), and its final test top-1 as a marker at the
+    end. runs: preset -> list of {"minutes": [...], "val_acc": [...], "test_top1": float | None}."""
+    if not runs:
+        raise ValueError("no runs to plot")
+    fig, ax = plt.subplots(figsize=(9.0, 5.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (preset, items) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
+        for j, run in enumerate(items):
+            x, y = _finite(run["minutes"], run["val_acc"])
+            ax.plot(x, y, "-", color=color, linewidth=1.2, alpha=0.8,
+                    label=f"{preset} (validation, {len(items)} run{'s' if len(items) > 1 else ''})" if j == 0 else None)
+            if run.get("test_top1") is not None and len(x):
+                ax.plot([x[-1]], [run["test_top1"]], marker="*", markersize=11, color=color, linestyle="none",
+                        label=f"{preset} (test top-1 of the selected epoch)" if j == 0 else None)
+    ax.set_xlabel("training minutes (epochs and validation)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _percent_axis(ax)
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_confusion_matrix(
     confusion,
     class_names: list[str],

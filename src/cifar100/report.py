@@ -82,6 +82,13 @@ def _class_tables(test: dict[str, Any], count: int = 10) -> str:
         f"<h3>Worst {min(count, len(per_class))}</h3>", _table(header, rows(worst_first[:count])),
         f"<details><summary>All {len(per_class)} classes</summary>{_table(header, rows(best_first))}</details>",
     ]
+    superclasses = sorted((s for s in test.get("per_superclass") or [] if s["accuracy"] is not None),
+                          key=lambda s: s["accuracy"])
+    if superclasses:
+        # Accuracy of the superclass prediction (the fine prediction mapped to its superclass).
+        parts += ["<h2>Superclasses, hardest first (test)</h2>",
+                  _table(["superclass", "test images", "superclass accuracy"],
+                         [[s["superclass"], str(s["support"]), _percent(s["accuracy"])] for s in superclasses])]
     return "\n".join(parts)
 
 

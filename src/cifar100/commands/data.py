@@ -1,5 +1,6 @@
-"""`cifar100 data download` and `cifar100 data stats`: fetch and verify a dataset, and show
-what is in it (images per class in train/val/test, per-channel mean and std)."""
+"""`cifar100 data download`, `data import` and `data stats`: fetch and verify a dataset, install
+a copy the user already has, and show what is in it (images per class in train/val/test,
+per-channel mean and std)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import sys
 DESCRIPTION = """\
 download: fetch the official CIFAR-100 (or CIFAR-10) python archive into the data dir, check
 its md5, and unpack it once. Set CIFAR100_MIRROR=<base URL> to download from a mirror.
+
+import PATH: install a copy you already have, as a download would: the official archive, any
+tar archive of the official folder (.tar.gz, .tar.xz, .tar.bz2, .tar), or the extracted
+folder (cifar-100-python/ or cifar-10-batches-py/, as torchvision or Keras leave it). Every file
+is checked against the official md5s first; nothing is installed unless all of them match.
 
 stats: images per class in the train, validation and test splits (the validation split is
 carved from the training set exactly as `train` carves it: stratified, seeded), and the mean
@@ -35,6 +41,14 @@ def register(subparsers) -> None:
     d.add_argument("--dataset", choices=["cifar100", "cifar10"], default="cifar100", help="which archive (default: cifar100)")
     _common(d)
     d.set_defaults(func=run_download)
+
+    i = actions.add_parser("import", help="install a copy of CIFAR-100 (or CIFAR-10) you already have",
+                           description="Install the official archive, any tar of the official folder, or the "
+                           "extracted folder into the data dir, after checking every file against the official md5s.")
+    i.add_argument("path", help="the archive (.tar.gz, .tar.xz, .tar.bz2, .tar) or the extracted folder")
+    i.add_argument("--dataset", choices=["cifar100", "cifar10"], default="cifar100", help="which dataset it is (default: cifar100)")
+    _common(i)
+    i.set_defaults(func=run_import)
 
     s = actions.add_parser("stats", help="images per class and channel mean/std for train, val and test",
                            description="Images per class (train/val/test) and per-channel mean/std; "
@@ -69,6 +83,25 @@ def run_download(args) -> int:
     print(
         f"{dataset.name} is ready in {data_dir}/{spec.folder}: {len(dataset.train):,} train and "
         f"{len(dataset.test):,} test images, {dataset.num_classes} classes (md5 verified)"
+    )
+    return 0
+
+
+def run_import(args) -> int:
+    from cifar100.cifar_archives import archive_spec, import_cifar
+    from cifar100.datasets import default_data_dir
+
+    spec = archive_spec(args.dataset)
+    if not args.quiet:
+        print(f"checking {args.path} against the official {spec.name} md5s ...", flush=True)
+    result = import_cifar(spec, args.path, args.data_dir or default_data_dir())
+    for name, md5 in result.member_md5s.items():
+        print(f"  {spec.folder}/{name}  md5 {md5}  ok")
+    dataset = result.dataset
+    superclasses = f" in {len(dataset.coarse_classes)} superclasses" if dataset.coarse_classes else ""
+    print(
+        f"{'replaced the copy in' if result.replaced else 'installed into'} {result.folder}: {len(dataset.train):,} train "
+        f"and {len(dataset.test):,} test images, {dataset.num_classes} classes{superclasses}"
     )
     return 0
 
