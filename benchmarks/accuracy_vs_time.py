@@ -68,7 +68,7 @@ def main() -> None:
     } for preset, items in runs.items()]
     print_table(rows, list(rows[0]))
     if args.out:
-        print(f"wrote {plot_accuracy_vs_time(runs, args.out, title=args.title)}")
+        print(f"\nwrote {plot_accuracy_vs_time(runs, args.out, title=args.title)}")
 
 
 if __name__ == "__main__":

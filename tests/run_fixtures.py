@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SYNTHETIC_CLASSES = ["red", "green", "blue", "stripes"]
 
 
@@ -99,11 +98,11 @@ def synthetic_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar10_small_folder(tmp_path_factory) -> Path:
+def cifar10_small_folder(tmp_path_factory, cifar10_jpeg) -> Path:
     root = tmp_path_factory.mktemp("cifar10-small")
     quota = {"train": 200, "test": 50}
     taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(SHARED_DATA / "cifar10-jpeg.tar.gz") as tar:
+    with tarfile.open(cifar10_jpeg) as tar:
         for member in tar:
             parts = Path(member.name).parts
             if not member.isfile() or len(parts) < 3 or parts[-3] not in quota:

@@ -14,7 +14,7 @@ import pytest
 
 from cifar100.cifar_archives import CIFAR100, MARKER, MIRROR_ENV, import_cifar, load_cifar
 from cifar100.errors import DatasetError
-from data_fixtures import CIFAR100_PARTIAL, SHARED_DATA, cifar100_members, mini_cifar100_batches, write_tar
+from data_fixtures import SHARED_DATA, cifar100_members, mini_cifar100_batches, official_meta_bytes, write_tar
 from test_data_cli import assert_one_line_error, cifar100_cli
 
 SHARED_CIFAR100 = SHARED_DATA / "cifar-100-python.tar.xz"
@@ -23,7 +23,7 @@ SHARED_CIFAR100 = SHARED_DATA / "cifar-100-python.tar.xz"
 @pytest.fixture(scope="module")
 def mini_members(shared_data) -> dict[str, bytes]:
     train, test = mini_cifar100_batches()
-    return cifar100_members(train, test, (CIFAR100_PARTIAL / "meta").read_bytes())
+    return cifar100_members(train, test, official_meta_bytes())
 
 
 @pytest.fixture(scope="module")

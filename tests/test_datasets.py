@@ -13,6 +13,7 @@ from data_fixtures import (
     CIFAR100_PARTIAL,
     cifar100_batch,
     mini_cifar100_batches,
+    official_meta_bytes,
     py2_pickle_bytes,
     spec_for,
     write_cifar100_archive,
@@ -23,14 +24,13 @@ from cifar100.cifar_archives import CIFAR10, CIFAR100, MARKER, load_cifar, read_
 from cifar100.datasets import DATA_DIR_ENV, Split, channel_mean_std, default_data_dir, load_dataset, split_train_val
 from cifar100.errors import ConfigError, DatasetError
 
-OFFICIAL_META = CIFAR100_PARTIAL / "meta"
 
 
 # --- the format ---------------------------------------------------------------------------
 
 
 def test_our_pickler_writes_the_official_meta_byte_for_byte():
-    meta = pickle.loads(OFFICIAL_META.read_bytes(), encoding="bytes")
+    meta = pickle.loads(official_meta_bytes(), encoding="bytes")
     assert hashlib.md5(py2_pickle_bytes(meta)).hexdigest() == CIFAR100.member_md5s["meta"]
 
 
@@ -54,7 +54,7 @@ def mini(mini_cifar100_dir):
 
 
 def test_mini_cifar100_has_the_official_names_and_labels(mini):
-    meta = pickle.loads(OFFICIAL_META.read_bytes(), encoding="latin1")
+    meta = pickle.loads(official_meta_bytes(), encoding="latin1")
     assert mini.name == mini.spec == "cifar100"
     assert mini.classes == meta["fine_label_names"] and len(mini.classes) == 100
     assert mini.coarse_classes == meta["coarse_label_names"] and len(mini.coarse_classes) == 20
@@ -110,7 +110,7 @@ def test_cifar10_format(tmp_path, mini_cifar10_archive, mini_cifar10_spec, mini_
 def broken_archive(tmp_path: Path, **overrides: bytes) -> tuple[Path, object]:
     train, test = mini_cifar100_batches()
     data_dir = tmp_path / "data"
-    archive = write_cifar100_archive(data_dir / CIFAR100.filename, train, test, OFFICIAL_META.read_bytes(), overrides)
+    archive = write_cifar100_archive(data_dir / CIFAR100.filename, train, test, official_meta_bytes(), overrides)
     return data_dir, spec_for(CIFAR100, archive)
 
 
@@ -163,7 +163,7 @@ def test_member_checksum_mismatch(tmp_path):
 def test_missing_member(tmp_path):
     train, test = mini_cifar100_batches()
     data_dir = tmp_path / "data"
-    archive = write_tar(data_dir / CIFAR100.filename, "cifar-100-python", {"meta": OFFICIAL_META.read_bytes(), "train": py2_pickle_bytes(train)})
+    archive = write_tar(data_dir / CIFAR100.filename, "cifar-100-python", {"meta": official_meta_bytes(), "train": py2_pickle_bytes(train)})
     with pytest.raises(DatasetError, match=r"does not contain cifar-100-python/test"):
         load_cifar(spec_for(CIFAR100, archive), data_dir, download=False)
     assert_cache_untouched(data_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import CIFAR100_PARTIAL, mini_cifar100_batches, py2_pickle_bytes
+from data_fixtures import mini_cifar100_batches, official_meta_bytes, py2_pickle_bytes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -263,7 +263,7 @@ def small_batches() -> tuple[dict, dict]:
 def write_extracted(folder: Path, train: bytes, test: bytes | None = None, meta: bytes | None = None) -> Path:
     """An extracted cifar-100-python folder: the official meta and the given pickles."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta").write_bytes(meta if meta is not None else (CIFAR100_PARTIAL / "meta").read_bytes())
+    (folder / "meta").write_bytes(meta if meta is not None else official_meta_bytes())
     (folder / "train").write_bytes(train)
     (folder / "test").write_bytes(test if test is not None else py2_pickle_bytes(small_batches()[1]))
     return folder
@@ -302,7 +302,7 @@ def test_small_batches_read(tmp_path):
 )
 def test_mutated_pickles_read_or_raise_dataset_error(tmp_path_factory, member, edits):
     train = py2_pickle_bytes(small_batches()[0])
-    meta = (CIFAR100_PARTIAL / "meta").read_bytes()
+    meta = official_meta_bytes()
     if member == "train":
         train = mutate(train, edits)
     else:

@@ -223,6 +223,8 @@ def _install(spec: ArchiveSpec, source: Path, folder: Path, marker: dict[str, An
         except OSError:
             # Another process finished the same extraction first; theirs is as good as ours.
             if not (folder / MARKER).is_file():
+                if retired.exists() and not folder.exists():
+                    os.rename(retired, folder)  # the copy that was there stays
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -299,17 +301,24 @@ def _extract_members(spec: ArchiveSpec, archive: Path, staging: Path) -> None:
     except tarfile.ReadError as exc:
         if not seen:
             raise DatasetError(
-                f"{archive} is not a tar archive ({exc}): give the official {spec.filename}, a tar of "
+                f"{archive} is not a tar archive (not gzip, bzip2, xz or plain tar): give the official {spec.filename}, a tar of "
                 f"its {spec.folder}/ folder (.tar.gz, .tar.xz, .tar.bz2 or .tar), or the extracted folder"
             ) from None
-        raise DatasetError(f"{archive} could not be unpacked after {len(seen)} members ({exc}): it is truncated or damaged") from None
+        raise DatasetError(f"{archive} could not be unpacked after {len(seen)} members ({_one_line(exc)}): "
+                           "it is truncated or damaged") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-        raise DatasetError(f"{archive} could not be unpacked ({exc}): it is truncated or damaged") from None
+        raise DatasetError(f"{archive} could not be unpacked ({_one_line(exc)}): it is truncated or damaged") from None
+
     if wanted:
         other = _other_dataset(spec, seen)
         if other is not None:
             raise _wrong_dataset(spec, archive, other)
         raise DatasetError(f"{archive} does not contain {', '.join(f'{spec.folder}/{n}' for n in sorted(wanted))}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """tarfile's messages can span lines; the CLI's errors are one line."""
+    return " ".join(str(exc).split())
 
 
 def _verify_members(spec: ArchiveSpec, folder: Path, source: Path) -> None:

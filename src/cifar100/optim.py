@@ -197,7 +197,7 @@ class Plateau:
     did not improve on its best by more than `min_delta`, the LR is multiplied by `factor`
     (Keras's defaults and semantics, so the keras-seed baseline reproduces the notebook)."""
 
-    def __init__(self, patience: int, factor: float, min_delta: float = 1e-4):
+    def __init__(self, patience: int, factor: float, min_delta: float):
         self.patience, self.factor, self.min_delta = patience, factor, min_delta
         self.scale, self.best, self.wait = 1.0, math.inf, 0
 
@@ -228,7 +228,7 @@ class LearningRate:
         self.peaks = [group["lr"] for group in optimizer.param_groups]
         self.factor = step_schedule(cfg.schedule, steps_per_epoch * cfg.epochs,
                                     round(cfg.warmup_epochs * steps_per_epoch), cfg.lr_start, cfg.lr_end)
-        self.plateau = Plateau(cfg.plateau_patience, cfg.plateau_factor) if cfg.schedule == "plateau" else None
+        self.plateau = Plateau(cfg.plateau_patience, cfg.plateau_factor, cfg.plateau_min_delta) if cfg.schedule == "plateau" else None
         self.apply(0)
 
     def apply(self, step: int) -> None:

@@ -46,8 +46,10 @@ class TrainConfig:
     # decay (onecycle, linear, cosine) ends.
     lr_start: float = 0.0
     lr_end: float = 0.0
+    # plateau: an epoch improves when its val loss beats the best by more than min_delta (Keras's).
     plateau_patience: int = 3
     plateau_factor: float = 0.5
+    plateau_min_delta: float = 1e-4
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = off; else per-step decay of an exponential moving average of weights
     grad_clip: float = 0.0  # 0 = off; else max global gradient norm
@@ -107,7 +109,8 @@ class TrainConfig:
         need(isinstance(self.model_kwargs, dict),
              f"model_kwargs must be a JSON object such as '{{\"widths\": [32, 64, 128]}}', got {self.model_kwargs!r}")
         need(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
-        need(self.plateau_patience >= 0 and 0 < self.plateau_factor < 1, "plateau patience >= 0 and 0 < factor < 1")
+        need(self.plateau_patience >= 0 and 0 < self.plateau_factor < 1 and self.plateau_min_delta >= 0,
+             "plateau patience >= 0, 0 < factor < 1 and min_delta >= 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
