@@ -16,22 +16,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, run_main  # noqa: E402
 
-from cifar100.engine import read_history  # noqa: E402
 from cifar100.errors import ConfigError  # noqa: E402
-from cifar100.fileio import read_json  # noqa: E402
-from cifar100.plots import plot_accuracy_vs_time  # noqa: E402
+from cifar100.evaluation.plots import plot_accuracy_vs_time  # noqa: E402
+from cifar100.runs import RunFolder  # noqa: E402
 
 
 def read_run(run_dir: Path) -> tuple[str, dict]:
-    if not (run_dir / "history.csv").is_file():
+    run = RunFolder(run_dir)
+    if not run.history_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder: it has no history.csv")
-    rows = read_history(run_dir / "history.csv")
+    rows = run.read_history()
     clock, minutes = 0.0, []
     for row in rows:
         clock += row["seconds"]
         minutes.append(clock / 60)
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    preset = read_json(run_dir / "config.json").get("preset", run_dir.name)
+    metrics = run.read_metrics()
+    preset = (run.read_config() or {}).get("preset", run_dir.name)
 
     def top(split: str, key: str = "top1"):
         return (metrics.get(split) or {}).get(key)

@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_settings_option, hardware, run_main, seconds, settings_note  # noqa: E402
 
-from cifar100.datasets import load_dataset  # noqa: E402
-from cifar100.engine import train  # noqa: E402
-from cifar100.presets import configure, get_preset, parse_settings  # noqa: E402
+from cifar100.data.sources import load_dataset  # noqa: E402
+from cifar100.training.trainer import train  # noqa: E402
+from cifar100.training.presets import configure, get_preset, parse_settings  # noqa: E402
 
 
 def main() -> None:
@@ -51,11 +51,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Warm-up run: compiles the model and autotunes cuDNN; not counted.
         train(base.with_overrides(seed=10_000), data.spec, dataset=data, device=args.device,
-              out=Path(tmp) / "warmup", quiet=True, evaluate=False)
+              out=Path(tmp) / "warmup", quiet=True)
         accs, secs = [], []
         for seed in seeds:
             r = train(base.with_overrides(seed=seed), data.spec, dataset=data, device=args.device,
-                      out=Path(tmp) / f"seed{seed}", quiet=True, evaluate=False)
+                      out=Path(tmp) / f"seed{seed}", quiet=True)
             accs.append(r.test_acc)
             secs.append(r.train_seconds)
             print(f"seed {seed}: test {r.test_acc:.2%} in {seconds(r.train_seconds)}", flush=True)

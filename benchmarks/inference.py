@@ -32,8 +32,8 @@ def load(args):
 
     if args.run:
         return load_model(args.run, device="cpu")
-    from cifar100.models import create_model
-    from cifar100.presets import get_preset
+    from cifar100.training.models import create_model
+    from cifar100.training.presets import get_preset
 
     preset = get_preset(args.preset)
     net = create_model(preset.model, num_classes=100, **preset.model_kwargs)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from cifar100.export import ONNX_OPSET, onnx_bytes, onnx_probabilities
+    from cifar100.app.export import ONNX_OPSET, onnx_bytes, onnx_probabilities
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

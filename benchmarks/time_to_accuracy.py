@@ -32,11 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_settings_option, hardware, print_table, run_main, seconds, settings_note  # noqa: E402
 
-from cifar100.datasets import load_dataset  # noqa: E402
-from cifar100.engine import Trainer, evaluate_loader, read_history, train  # noqa: E402
+from cifar100.data.sources import load_dataset  # noqa: E402
+from cifar100.runs import RunFolder  # noqa: E402
+from cifar100.training.trainer import Trainer, evaluate_loader, train  # noqa: E402
 from cifar100.errors import ConfigError  # noqa: E402
-from cifar100.fileio import read_json  # noqa: E402
-from cifar100.presets import TrainConfig, configure, get_preset, parse_settings  # noqa: E402
+from cifar100.training.presets import TrainConfig, configure, get_preset, parse_settings  # noqa: E402
 
 
 class OutOfBudget(Exception):
@@ -56,7 +56,7 @@ def run_one(preset: str, cfg: TrainConfig, data, target: float, budget_s: float,
 
     try:
         train(cfg, data.spec, dataset=data, preset=preset, out=out / f"{preset}-{seed}", quiet=True,
-              evaluate=False, device=device, on_epoch=on_epoch)
+              test_best=False, device=device, on_epoch=on_epoch)
     except OutOfBudget:
         pass
     reached = next((t for t, acc in curve if acc >= target), None)
@@ -66,9 +66,10 @@ def run_one(preset: str, cfg: TrainConfig, data, target: float, budget_s: float,
 
 def from_run(run_dir: Path, target: float) -> tuple[str, dict]:
     """(preset, result) of an existing run folder, on validation accuracy."""
-    if not (run_dir / "history.csv").is_file():
+    run = RunFolder(run_dir)
+    if not run.history_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder: it has no history.csv")
-    rows = read_history(run_dir / "history.csv")
+    rows = run.read_history()
     if not rows:
         raise ConfigError(f"{run_dir} has not finished an epoch yet: history.csv has no rows")
     clock, curve = 0.0, []
@@ -76,7 +77,7 @@ def from_run(run_dir: Path, target: float) -> tuple[str, dict]:
         clock += row["seconds"]
         curve.append((clock, row["val_acc"]))
     reached = next((t for t, acc in curve if acc >= target), None)
-    preset = read_json(run_dir / "config.json").get("preset", run_dir.name)
+    preset = (run.read_config() or {}).get("preset", run_dir.name)
     return preset, {"time_to_target": reached, "final_acc": curve[-1][1], "train_s": clock,
                     "wall_s": float("nan"), "epochs": len(curve)}
 
@@ -136,7 +137,7 @@ def main() -> None:
         for run_dir in args.from_runs:
             preset, result = from_run(run_dir, args.target)
             results.setdefault(preset, []).append(result)
-        hardware_line = read_json(args.from_runs[0] / "config.json").get("device", "?")
+        hardware_line = (RunFolder(args.from_runs[0]).read_config() or {}).get("device", "?")
         what = "validation"
     else:
         seeds = [int(s) for s in args.seeds.split(",")]

@@ -27,10 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, matmul_flops, print_table, run_main, sync  # noqa: E402
 
-from cifar100.datasets import Dataset, Split  # noqa: E402
-from cifar100.engine import Trainer, start_runtime  # noqa: E402
-from cifar100.models import forward_flops  # noqa: E402
-from cifar100.presets import PRESETS, get_preset  # noqa: E402
+from cifar100.data.types import Dataset, Split  # noqa: E402
+from cifar100.training.runtime import start_runtime  # noqa: E402
+from cifar100.training.trainer import Trainer  # noqa: E402
+from cifar100.training.models import forward_flops  # noqa: E402
+from cifar100.training.presets import PRESETS, get_preset  # noqa: E402
 
 
 def random_dataset(n_train: int, classes: int = 100) -> Dataset:

@@ -21,9 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_settings_option, hardware, print_table, run_main, seconds, settings_note  # noqa: E402
 
-from cifar100.datasets import Dataset, load_dataset  # noqa: E402
-from cifar100.engine import train  # noqa: E402
-from cifar100.presets import configure, get_preset, parse_settings  # noqa: E402
+from cifar100.data.types import Dataset  # noqa: E402
+from cifar100.data.sources import load_dataset  # noqa: E402
+from cifar100.training.trainer import train  # noqa: E402
+from cifar100.training.presets import configure, get_preset, parse_settings  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "all tricks (cpu preset)": {},
@@ -76,7 +77,7 @@ def main() -> None:
         for seed in seeds:
             cfg = base.with_overrides(seed=seed, **overrides)
             with tempfile.TemporaryDirectory() as tmp:
-                result = train(cfg, data.spec, dataset=data, out=Path(tmp) / "run", quiet=True, evaluate=False,
+                result = train(cfg, data.spec, dataset=data, out=Path(tmp) / "run", quiet=True,
                                device=args.device)
             accs.append(result.test_acc)
             secs.append(result.train_seconds)

@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar100.cifar_archives import CIFAR10, CIFAR100, ArchiveSpec, load_cifar
-from cifar100.download import file_md5
+from cifar100.data.cifar_archives import CIFAR10, CIFAR100, ArchiveSpec, load_cifar
+from cifar100.data.download import file_md5
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR100_PARTIAL = SHARED_DATA / "cifar100-partial"
@@ -278,7 +278,7 @@ def cifar10_jpeg(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar10_jpeg_data_dir(request, cifar10_jpeg) -> Path:
-    from cifar100.datasets import load_dataset
+    from cifar100.data.sources import load_dataset
 
     # Kept in pytest's cache folder (.pytest_cache/, git-ignored) so that only the first test
     # session on a machine pays the ~15 s decode; the image-folder cache key (the archive's

@@ -147,3 +147,15 @@ def test_a_bad_setting_is_refused_before_anything_trains(synthetic_folder, tmp_p
     result = benchmark("time_to_accuracy.py", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
                        "--presets", "smoke", "--set", "epoch=2")
     assert result.returncode != 0 and "unknown setting 'epoch'" in result.stderr
+
+
+def test_serve_load_answers_every_request_200_or_503_on_a_tiny_scale(smoke_run):
+    out = ok("serve_load.py", smoke_run, "--small", "24", "--large", "4", "--large-size", "1600x1200",
+             "--clients", "4", "--settle", "0.5")
+    rows = table(out)
+    assert [r["phase"][:3] for r in rows] == ["(a)", "(b)"]
+    for r in rows:
+        sent = int(r["requests"].split("/")[0])
+        assert (r["5xx"], r["dropped"], r["other 4xx"]) == ("0", "0", "0"), r
+        assert int(r["200"]) + int(r["503"]) == sent and int(r["200"]) > 0, r
+        assert number(r["peak"]) >= number(r["RSS before"]) > 0

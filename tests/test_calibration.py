@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar100.calibration import fit_temperature
+from cifar100.training.calibration import fit_temperature
 
 
 def sampled(n: int = 20000, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

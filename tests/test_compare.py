@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cifar100 import plots
-from cifar100.cli import main
+from cifar100.evaluation import plots
+from cifar100.cli.main import main
 from run_fixtures import run_cli
 
 

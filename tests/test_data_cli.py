@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar100.cifar_archives import CIFAR100, MIRROR_ENV
-from cifar100.datasets import DATA_DIR_ENV, channel_mean_std, load_dataset, split_train_val
+from cifar100.data.cifar_archives import CIFAR100, MIRROR_ENV
+from cifar100.data.types import channel_mean_std, split_train_val
+from cifar100.data.sources import DATA_DIR_ENV, load_dataset
 
 
 def cifar100_cli(*args, env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar100.cifar_archives import CIFAR100, MARKER, MIRROR_ENV, import_cifar, load_cifar
+from cifar100.data.cifar_archives import CIFAR100, MARKER, MIRROR_ENV, import_cifar, load_cifar
 from cifar100.errors import DatasetError
 from data_fixtures import SHARED_DATA, cifar100_members, mini_cifar100_batches, official_meta_bytes, write_tar
 from test_data_cli import assert_one_line_error, cifar100_cli

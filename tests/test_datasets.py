@@ -20,8 +20,9 @@ from data_fixtures import (
     write_tar,
 )
 
-from cifar100.cifar_archives import CIFAR10, CIFAR100, MARKER, load_cifar, read_pickle
-from cifar100.datasets import DATA_DIR_ENV, Split, channel_mean_std, default_data_dir, load_dataset, split_train_val
+from cifar100.data.cifar_archives import CIFAR10, CIFAR100, MARKER, load_cifar, read_pickle
+from cifar100.data.types import Split, channel_mean_std, split_train_val
+from cifar100.data.sources import DATA_DIR_ENV, default_data_dir, load_dataset
 from cifar100.errors import ConfigError, DatasetError
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from data_fixtures import spec_for
 
-from cifar100.cifar_archives import CIFAR10, CIFAR100, MIRROR_ENV, archive_spec, ensure_archive, load_cifar
-from cifar100.datasets import load_dataset
-from cifar100.download import download_file
+from cifar100.data.cifar_archives import CIFAR10, CIFAR100, MIRROR_ENV, archive_spec, ensure_archive, load_cifar
+from cifar100.data.sources import load_dataset
+from cifar100.data.download import download_file
 from cifar100.errors import DownloadError
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()

@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cifar100.checkpoint import save_checkpoint
-from cifar100.cli import main
-from cifar100.datasets import Dataset, Split, load_dataset, split_train_val
-from cifar100.engine import RunFolder
+from cifar100.cli.main import main
+from cifar100.data.types import Dataset, Split, split_train_val
+from cifar100.data.sources import load_dataset
+from cifar100.runs import RunFolder
 from cifar100.errors import CheckpointError, DatasetError
-from cifar100.evaluate import evaluate_run, feature_map_module, grad_cam
+from cifar100.evaluation.evaluate import evaluate_run
+from cifar100.evaluation.gradcam import feature_map_module, grad_cam
 from cifar100.inference import as_input, load_model
-from cifar100.models import create_model
+from cifar100.training.models import create_model
 from run_fixtures import run_cli
 
 HAND_BUILT_VAL_SIZE = 100

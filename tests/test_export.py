@@ -13,8 +13,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cifar100.datasets import load_dataset
-from cifar100.export import check_parity, onnx_probabilities, torchscript_probabilities
+from cifar100.data.sources import load_dataset
+from cifar100.app.export import check_parity, onnx_probabilities, torchscript_probabilities
 from cifar100.inference import load_model
 from run_fixtures import run_cli
 

@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cifar100.cifar_archives import CIFAR100, read_extracted, read_pickle
+from cifar100.data.cifar_archives import CIFAR100, read_extracted, read_pickle
 from cifar100.errors import DatasetError, ImageError
-from cifar100.image_folder import CACHE_FOLDER, load_image_folder
-from cifar100.images import decode_image, to_model_input
+from cifar100.data.image_folder import CACHE_FOLDER, load_image_folder
+from cifar100.data.images import decode_image, to_model_input
 
 
 def fuzz(examples: int) -> settings:
@@ -127,7 +127,7 @@ def assert_decodes_or_refuses(data: bytes) -> None:
     try:
         img = decode_image(data)
     except ImageError as exc:
-        assert str(exc).startswith("the uploaded data: ")
+        assert str(exc).startswith("the upload: ")
         return
     assert img.mode == "RGB" and img.width > 0 and img.height > 0
     x = to_model_input(img)
@@ -186,7 +186,7 @@ def dds_with_pixel_format_flags(flags: int) -> bytes:
     ids=["tiff-rational-offset", "tiff-huge-offset", "dds-unknown-pixel-format"],
 )
 def test_crafted_headers_found_by_fuzzing_are_image_errors(tmp_path, data, pillow_raised):
-    with pytest.raises(ImageError, match=rf"the uploaded data: the image is corrupt \({pillow_raised}"):
+    with pytest.raises(ImageError, match=rf"the upload: the image is corrupt \({pillow_raised}"):
         decode_image(data)
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
@@ -210,7 +210,7 @@ def test_postscript_is_refused_without_running_ghostscript(tmp_path):
         """
         import sys
         from cifar100.errors import ImageError
-        from cifar100.images import decode_image
+        from cifar100.data.images import decode_image
         try:
             decode_image(sys.argv[1])
         except ImageError as exc:
@@ -409,7 +409,7 @@ def test_malformed_dtype_state_is_an_error_not_a_crash(tmp_path):
     mutated official pickle produced; read in a child process so a crash is a failure here."""
     train = pickle.dumps({b"data": forged_array((4, 3072), bytes(4 * 3072), dtype_state=(3, b"N", None, -1, -1, 0))}, protocol=2)
     path = write_extracted(tmp_path, train) / "train"
-    script = "import sys\nfrom cifar100.cifar_archives import read_pickle\ntry:\n    read_pickle(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    script = "import sys\nfrom cifar100.data.cifar_archives import read_pickle\ntry:\n    read_pickle(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"the reader crashed (exit {result.returncode}): {result.stderr[-2000:]}"
     assert result.stdout.startswith("DatasetError") and "train" in result.stdout
@@ -458,7 +458,7 @@ def test_a_huge_memo_index_costs_no_memory(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from cifar100.cifar_archives import read_pickle
+        from cifar100.data.cifar_archives import read_pickle
         value = read_pickle(sys.argv[1])
         status = open("/proc/self/status").read().split("VmHWM:")[1]
         print(value, int(status.split()[0]) // 1024)
@@ -478,7 +478,7 @@ def test_a_pickle_cannot_change_the_readers_own_objects(tmp_path):
     path.write_bytes(b"\x80\x02cnumpy._core.multiarray\nscalar\n" + state + pickle.BUILD + pickle.STOP)
     with pytest.raises(DatasetError, match=r"train: the pickle sets the state of a function"):
         read_pickle(path)
-    from cifar100 import cifar_archives
+    from cifar100.data import cifar_archives
 
     assert cifar_archives._scalar.__defaults__ is None
 
@@ -560,7 +560,7 @@ def test_mutated_archives_read_or_raise_and_leave_the_cache_consistent(tmp_path_
 def test_a_gzip_bomb_archive_is_refused_from_its_headers(tmp_path, monkeypatch):
     """A few KB of .tar.gz whose one member claims (and holds) far more than the per-file
     limit: refused before its bytes are read into memory."""
-    import cifar100.image_folder as image_folder
+    import cifar100.data.image_folder as image_folder
 
     monkeypatch.setattr(image_folder, "MAX_MEMBER_BYTES", 1 << 20)
     archive = tmp_path / "bomb.tar.gz"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar100.datasets import load_dataset
+from cifar100.data.sources import load_dataset
 from cifar100.errors import DatasetError, ImageError
-from cifar100.image_folder import CACHE_FOLDER
-from cifar100.images import decode_image, to_model_input
+from cifar100.data.image_folder import CACHE_FOLDER
+from cifar100.data.images import decode_image, to_model_input
 
 COLORS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 220)}
 

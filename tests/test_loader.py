@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from cifar100.datasets import Split
-from cifar100.loader import Augment, DeviceLoader
+from cifar100.data.types import Split
+from cifar100.data.loader import Augment, DeviceLoader
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -101,3 +102,29 @@ def test_mixup_pairs_images_with_partners_and_weights():
     loader = DeviceLoader(split, 16, torch.device("cpu"), MEAN, STD, Augment(mixup_alpha=0.4), shuffle=True)
     batch = next(loader.epoch(0))
     assert batch.mix_labels is not None and 0 <= batch.mix_weight <= 1
+
+
+def test_cutmix_pastes_one_box_of_the_partner_and_weights_labels_by_area():
+    # Image k is flat grey 10k+5 with label k, so every pixel says which image it came from.
+    n = 16
+    images = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None] * 10 + 5, 32 * 32 * 3).reshape(n, 32, 32, 3)
+    split = Split(images, np.arange(n, dtype=np.int64))
+    loader = DeviceLoader(split, n, torch.device("cpu"), MEAN, STD, Augment(cutmix_alpha=1.0), shuffle=True)
+    for epoch in range(4):
+        batch = next(loader.epoch(epoch))
+        assert batch.mix_labels is not None and 0 <= batch.mix_weight <= 1
+        values = denormalise(batch.inputs).round()[:, 0]  # (B, H, W); the channels are equal
+        own = values == (batch.labels * 10 + 5).view(-1, 1, 1).float()
+        theirs = values == (batch.mix_labels * 10 + 5).view(-1, 1, 1).float()
+        assert (own | theirs).all(), "every pixel is the image's own or its partner's"
+        mixed = batch.labels != batch.mix_labels  # a partner other than itself
+        pasted = ~own[mixed]
+        if not len(pasted):
+            continue
+        assert (pasted == pasted[0]).all(), "one box, the same for the whole batch"
+        rows, cols = pasted[0].any(1).nonzero().flatten(), pasted[0].any(0).nonzero().flatten()
+        if len(rows):
+            box = pasted[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            assert box.all() and box.sum() == pasted[0].sum(), "the pasted region is a rectangle"
+        # The label weight is the share of the image kept, exactly.
+        assert pasted[0].float().mean().item() == pytest.approx(1 - batch.mix_weight, abs=1e-6)

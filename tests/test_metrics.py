@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cifar100.metrics import (
+from cifar100.evaluation.metrics import (
     coarse_confusion,
     confusion_matrix,
     cross_entropy,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar100.optim import Muon, build_optimizer, orthogonalize
-from cifar100.presets import get_preset
+from cifar100.training.optim import Muon, build_optimizer, orthogonalize
+from cifar100.training.presets import get_preset
 
 
 def test_orthogonalize_evens_out_the_singular_values():
@@ -53,7 +53,7 @@ def test_muon_holds_filter_norms_and_matches_sgd_elsewhere():
 
 
 def test_muon_groups_filters_apart_from_head_and_biases():
-    from cifar100.models import create_model
+    from cifar100.training.models import create_model
 
     cfg = get_preset("smoke").with_overrides(optimizer="muon", muon_lr=0.02, lr=0.1, bias_lr_scale=8)
     net = create_model("stagenet", num_classes=4, widths=(8, 8, 8), convs_per_stage=1)
@@ -71,8 +71,9 @@ def test_muon_groups_filters_apart_from_head_and_biases():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "muon"])
 def test_history_lr_column_reports_the_lr_the_user_set(tmp_path, optimizer):
-    from cifar100.datasets import Dataset, Split
-    from cifar100.engine import Trainer, start_runtime
+    from cifar100.data.types import Dataset, Split
+    from cifar100.training.runtime import start_runtime
+    from cifar100.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     def split(n):
@@ -82,3 +83,34 @@ def test_history_lr_column_reports_the_lr_the_user_set(tmp_path, optimizer):
                                              schedule="constant", epochs=1, batch_size=16)
     result = Trainer(cfg, data, tmp_path / "run", start_runtime("cpu"), quiet=True).fit()
     assert result.history[0]["lr"] == pytest.approx(0.03)
+
+
+def test_grad_clip_bounds_every_step(tmp_path):
+    """With plain SGD (no momentum, no weight decay, one LR for every group) a step moves the
+    weights by lr x the clipped gradient, so an epoch moves them by at most steps x lr x clip;
+    without the clip the same epoch moves them far more."""
+    from cifar100.data.types import Dataset, Split
+    from cifar100.training.runtime import start_runtime
+    from cifar100.training.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 4, n).astype(np.int64))
+
+    data = Dataset("random", ["a", "b", "c", "d"], split(64), split(16), spec="random")
+
+    def moved(tmp, clip: float) -> tuple[float, int]:
+        cfg = get_preset("smoke").with_overrides(
+            optimizer="sgd", momentum=0.0, nesterov=False, weight_decay=0.0, bias_lr_scale=1.0, lr=0.5,
+            schedule="constant", warmup_epochs=0, epochs=1, batch_size=16, val_size=16, grad_clip=clip)
+        trainer = Trainer(cfg, data, tmp, start_runtime("cpu"), quiet=True)
+        before = [p.detach().clone() for p in trainer.net.parameters()]
+        trainer.fit()
+        change = torch.cat([(p.detach() - b).flatten() for p, b in zip(trainer.net.parameters(), before)])
+        return change.norm().item(), trainer.steps_per_epoch
+
+    clipped, steps = moved(tmp_path / "clipped", clip=1e-3)
+    free, _ = moved(tmp_path / "free", clip=0.0)
+    assert 0 < clipped <= steps * 0.5 * 1e-3 * (1 + 1e-4)
+    assert free > 10 * clipped

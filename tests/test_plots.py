@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar100 import plots
-from cifar100.metrics import reliability
+from cifar100.evaluation import plots
+from cifar100.evaluation.metrics import reliability
 
 
 def png(path) -> np.ndarray:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar100.datasets import load_dataset
+from cifar100.data.sources import load_dataset
 from cifar100.inference import load_model
-from cifar100.predict import Skipped, find_images, label_from_folder, predict_files
+from cifar100.app.predict import Skipped, find_images, label_from_folder, predict_files
 from run_fixtures import run_cli
 
 
@@ -67,7 +67,9 @@ def write_odd_images(folder: Path, photo: Image.Image) -> tuple[list[str], dict[
     bad = {
         "notes.jpg": ("this is text, not a picture\n".encode(), "not an image"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
-        "bomb.png": (png_with_header_only(100_000, 100_000), "pixels"),
+        # Pillow refuses this from its header; the reason is in the project's words, not Pillow's.
+        "bomb.png": (png_with_header_only(100_000, 100_000),
+                     "too many pixels to decode safely: its header claims 10,000,000,000, more than the limit of"),
         "empty.png": (b"", "empty"),
     }
     for name, (data, _) in bad.items():
@@ -129,6 +131,7 @@ def test_every_image_kind_is_classified_and_every_bad_file_skipped_with_its_reas
     for name, words in bad.items():
         assert words in reasons[name], (name, reasons[name])
     assert "no such file" in reasons["missing.jpg"] and "not an image" in reasons["stray.dat"]
+    assert "decompression bomb" not in reasons["bomb.png"]
     assert report["summary"]["skipped"] == len(bad) + 2
 
 
@@ -265,6 +268,9 @@ def test_bad_options_are_named(smoke_run, cifar10_small_folder, args, message):
 def test_no_images_and_no_model_are_clear_errors(smoke_run, tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli("predict", smoke_run, tmp_path / "empty")
-    assert result.returncode == 2 and "no image files found" in result.stderr
+    assert result.returncode == 2 and f"no image files found in {tmp_path / 'empty'}" in result.stderr
+    result = run_cli("predict", smoke_run, tmp_path / "nonexistent.jpg")
+    assert result.returncode == 2 and f"{tmp_path / 'nonexistent.jpg'} does not exist" in result.stderr
+    assert "no image files found" not in result.stderr
     result = run_cli("predict", tmp_path / "no-such-run", tmp_path / "empty")
     assert result.returncode == 2 and "no run folder or checkpoint" in result.stderr

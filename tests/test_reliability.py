@@ -69,15 +69,16 @@ def test_unwritable_run_folder_is_refused_before_training(tmp_path, synthetic_fo
 
 
 def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_path, synthetic_folder, monkeypatch):
-    from cifar100 import engine
+    from cifar100 import runs
     from cifar100.errors import ConfigError
-    from cifar100.presets import get_preset
+    from cifar100.training.presets import get_preset
+    from cifar100.training.trainer import train
 
     full = shutil._ntuple_diskusage(total=10 << 30, used=(10 << 30) - 4096, free=4096)
-    monkeypatch.setattr(engine.shutil, "disk_usage", lambda path: full)
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: full)
     with pytest.raises(ConfigError, match="not enough free disk space"):
-        engine.train(get_preset("smoke"), str(synthetic_folder), data_dir=str(tmp_path / "cache"),
-                     out=tmp_path / "run", quiet=True, device="cpu")
+        train(get_preset("smoke"), str(synthetic_folder), data_dir=str(tmp_path / "cache"),
+              out=tmp_path / "run", quiet=True, device="cpu")
     assert not list((tmp_path / "run").rglob("*.pt")) and not (tmp_path / "run" / "history.csv").exists()
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cifar100.evaluate import Figure, evaluate_run
-from cifar100.report import render_report
+from cifar100.evaluation.evaluate import Figure, evaluate_run
+from cifar100.evaluation.report import render_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -76,6 +76,7 @@ def test_report_shows_every_figure_offline(evaluated_smoke_run):
     config = json.loads((run / "config.json").read_text())
     assert config["command"] in text  # how to reproduce the run
     assert f"cifar100 evaluate {run} --tta" in text
+    assert "Where the images of each true class went (test, " in text
     for title in ("Training history", "Confusion matrix", "Per-class accuracy", "Reliability diagram",
                   "Prediction gallery", "Most confident mistakes", "Grad-CAM", "Class distribution"):
         assert title in text
@@ -91,7 +92,7 @@ def test_report_embeds_the_exact_png_bytes(evaluated_smoke_run):
 
 def test_text_from_the_run_is_escaped(tmp_path):
     """Class names and commands come from user folders and flags: they must render as text."""
-    from cifar100 import plots
+    from cifar100.evaluation import plots
 
     figure = Figure("history", "Training <history>", tmp_path / "h.png", "caption & <b>more</b>")
     plots.plot_reliability_diagram([0, 0.5, 1], [0.3, 0.8], [0.2, 0.9], [1, 1], 0.1, figure.path)
@@ -113,3 +114,71 @@ def test_text_from_the_run_is_escaped(tmp_path):
     page = open_offline(page_path)
     assert len(page["images"]) == 1 and page["images"][0]["width"] == 700
     assert "<script>alert(1)</script>" in page["text"]  # shown as text, not run
+
+
+def fake_metrics(classes: int, coarse: bool, train_seconds: float = 1526.8) -> dict:
+    """metrics.json of a `classes`-way model: class i has accuracy 1 - i / (classes + 5)."""
+    per_class = [{"class": f"class{i:03d}", "support": 100, "accuracy": 1 - i / (classes + 5), "precision": 0.5,
+                  "recall": 0.5, "f1": 0.5} for i in range(classes)]
+    split = {"split": "test", "tta": False, "images": 100 * classes, "top1": 0.7, "top5": 0.9, "loss": 1.1,
+             "ece": 0.04, "coarse_top1": 0.8 if coarse else None, "per_class": per_class,
+             "most_confused": [{"true": "class001", "predicted": "class002", "count": 9, "share_of_true": 0.09}]}
+    if coarse:
+        split["per_superclass"] = [{"superclass": f"super{j}", "support": 500, "accuracy": 0.5 + j / 40} for j in range(20)]
+    return {"checkpoint": "checkpoints/best.pt", "epoch": 17, "dataset": {"name": "cifar"}, "model": {"arch": "stagenet"},
+            "test": split, "train_seconds": train_seconds}
+
+
+def table_after(html: str, heading: str) -> str:
+    start = html.index(heading)
+    return html[start:html.index("</table>", start)]
+
+
+def test_a_10_class_report_has_no_superclass_column_and_lists_each_class_once():
+    html = render_report(title="ten", metrics=fake_metrics(10, coarse=False), figures=[], config=None,
+                         evaluate_command="cifar100 evaluate run")
+    headline = table_after(html, "Headline numbers")
+    assert "superclass" not in headline and "<th>ECE</th>" in headline
+    assert "Best 10" not in html and "Worst 10" not in html and "All 10 classes" not in html
+    listed = table_after(html, "Classes, best first (test)")
+    assert [f"class{i:03d}" in listed for i in range(10)] == [True] * 10
+    assert listed.index("class000") < listed.index("class009")
+    assert "Superclasses" not in html
+    assert "Training took 25 min 27 s." in html
+
+
+def test_a_100_class_report_shows_superclasses_and_distinct_best_and_worst_tables():
+    html = render_report(title="hundred", metrics=fake_metrics(100, coarse=True, train_seconds=42.25), figures=[],
+                         config=None, evaluate_command="cifar100 evaluate run")
+    headline = table_after(html, "Headline numbers")
+    assert "<th>superclass top-1</th>" in headline and "80.00%" in headline and "10,000" in headline
+    best, worst = table_after(html, "Best 10</h3>"), table_after(html, "Worst 10</h3>")
+    assert "class000" in best and "class009" in best and "class090" not in best
+    assert "class099" in worst and "class090" in worst and "class000" not in worst
+    assert "All 100 classes" in html
+    hardest = table_after(html, "Superclasses, hardest first (test)")
+    assert hardest.index("super0<") < hardest.index("super19<")
+    assert "Training took 42.2 s." in html or "Training took 42.3 s." in html
+
+
+def test_per_class_colours_call_a_class_worst_only_below_the_mean():
+    from cifar100.evaluation.plots import FAILED_COLOR, PASSED_COLOR, per_class_colors
+
+    # Ten classes, one far below the rest (the mean is 90.5%): of the five lowest, only it is
+    # below the mean, so it alone is red; the five best are all above it, so green.
+    accuracies = [0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.5]
+    colors = per_class_colors(accuracies, named=5)
+    assert colors[:5] == [PASSED_COLOR] * 5
+    assert colors[5:9] == ["tab:blue"] * 4 and colors[9] == FAILED_COLOR
+    # A hundred evenly spread classes: the five best green, the five worst red.
+    spread = [1 - i / 100 for i in range(100)]
+    colors = per_class_colors(spread, named=5)
+    assert colors.count(PASSED_COLOR) == 5 and colors.count(FAILED_COLOR) == 5 and colors[-1] == FAILED_COLOR
+
+
+def test_confusion_cells_are_blank_only_where_no_image_went():
+    from cifar100.evaluation.plots import confusion_cell_label
+
+    assert confusion_cell_label(0, 0.0) == ""
+    assert confusion_cell_label(1, 0.001) == "<1"
+    assert confusion_cell_label(45, 0.45) == "45"

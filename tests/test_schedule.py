@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar100.optim import LearningRate, Lookahead, step_schedule
-from cifar100.presets import TrainConfig
+from cifar100.training.optim import LearningRate, Lookahead, step_schedule
+from cifar100.training.presets import TrainConfig
 
 
 def test_onecycle_warms_up_from_start_and_decays_to_end():
@@ -55,11 +55,13 @@ def test_lookahead_waits_for_its_start_then_averages_more_as_the_run_ends():
 
 
 def test_fewer_epochs_stretch_the_schedule_and_still_end_at_full_size():
-    from cifar100.cli import build_parser
-    from cifar100.commands.train import config_from_args
+    from cifar100.cli.main import build_parser
+    from cifar100.cli.train import settings_from_args
+    from cifar100.training.trainer import configure_run
 
     def config(*argv):
-        return config_from_args(build_parser("train").parse_args(["train", "--preset", "cpu", *argv]))[1]
+        args = build_parser("train").parse_args(["train", "--preset", "cpu", *argv])
+        return configure_run(args.preset, settings_from_args(args), args.device)[1]
 
     preset = config()
     short = config("--epochs", "6")

@@ -14,7 +14,7 @@ from PIL import Image
 from run_fixtures import serve_process
 from test_predict import png_with_header_only
 
-from cifar100.images import decode_image, to_model_input
+from cifar100.data.images import decode_image, to_model_input
 from cifar100.inference import load_model
 
 LIMIT = 3 * 1024 * 1024  # small, so a too-large upload is cheap to make
@@ -109,11 +109,14 @@ def _ico_bytes() -> bytes:
     [
         ("text", lambda c, j: c.post("/predict", files={"file": ("a.jpg", b"hello, not an image", "image/jpeg")}), 400, "not an image"),
         ("empty", lambda c, j: c.post("/predict", files={"file": ("a.jpg", b"", "image/jpeg")}), 400, "empty"),
-        ("truncated", lambda c, j: c.post("/predict", files={"file": ("a.jpg", j[: len(j) // 3], "image/jpeg")}), 400, "truncated"),
-        ("bomb", lambda c, j: c.post("/predict", files={"file": ("a.png", png_with_header_only(60_000, 60_000), "image/png")}), 400, "pixels"),
+        ("truncated", lambda c, j: c.post("/predict", files={"file": ("a.jpg", j[: len(j) // 3], "image/jpeg")}), 400,
+         "the upload cannot be used: the image is truncated"),
+        ("bomb", lambda c, j: c.post("/predict", files={"file": ("a.png", png_with_header_only(60_000, 60_000), "image/png")}), 400,
+         "the upload has too many pixels to decode safely: its header claims 3,600,000,000"),
         ("too large", lambda c, j: c.post("/predict", files={"file": ("a.jpg", j + b"\0" * LIMIT, "image/jpeg")}), 413, "larger than the limit"),
         ("too large raw", lambda c, j: c.post("/predict", content=b"\xff" * (LIMIT + 1), headers={"Content-Type": "image/jpeg"}), 413, "larger than the limit"),
-        ("icon format", lambda c, j: c.post("/predict", files={"file": ("a.png", _ico_bytes(), "image/png")}), 415, "ICO"),
+        ("icon format", lambda c, j: c.post("/predict", files={"file": ("a.png", _ico_bytes(), "image/png")}), 415,
+         "the upload is in ICO format, which is not accepted"),
         ("wrong content type", lambda c, j: c.post("/predict", content=j, headers={"Content-Type": "text/plain"}), 415, "text/plain"),
         ("no file field", lambda c, j: c.post("/predict", files={"photo": ("a.jpg", j, "image/jpeg")}), 422, '"file"'),
         ("bad top_k", lambda c, j: c.post("/predict?top_k=0", content=j, headers={"Content-Type": "image/jpeg"}), 422, "top_k"),

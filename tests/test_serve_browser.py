@@ -5,12 +5,14 @@ pick a photo, see it, its 32x32 view and five bars."""
 from __future__ import annotations
 
 import base64
+import io
 import re
 import socket
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from run_fixtures import serve_process
@@ -63,7 +65,6 @@ def test_the_real_server_process_answers_over_http(server, photo):
             socket.create_connection((other, port), timeout=2).close()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -106,6 +107,7 @@ def test_many_concurrent_requests_all_succeed_with_bounded_memory(server, photo)
     assert proc.poll() is None
 
 
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
 def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars(server, photo, tmp_path):
     # Locator expectations, not wait_for_function: the page's CSP forbids the eval that
     # string predicates need, and the test must not loosen the CSP it runs under.
@@ -123,6 +125,16 @@ def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.goto(base + "/")
             expect(page.locator("#model-info")).to_contain_text("classes")
+            # The classes the model knows, in a list that starts folded.
+            classes = httpx.get(f"{base}/classes").json()["classes"]
+            expect(page.locator("#class-list li")).to_have_count(len(classes))
+            expect(page.locator("#classes summary")).to_have_text(f"The {len(classes)} classes it knows")
+            assert not page.locator("#classes").evaluate("e => e.open")
+            assert page.locator("#class-list li").first.text_content() == classes[0].replace("_", " ")
+            # One way to pick a file: the "pick a file" link; the browser's own button is not drawn.
+            expect(page.locator("label.pick")).to_be_visible()
+            box = page.locator("#file-input").bounding_box()
+            assert box is None or (box["width"] <= 1 and box["height"] <= 1)
 
             page.set_input_files("#file-input", str(photo))
             expect(page.locator("#bars .bar")).to_have_count(5, timeout=30_000)
@@ -168,3 +180,31 @@ def test_the_page_in_a_real_browser_shows_the_photo_the_32x32_view_and_five_bars
     assert all(url.startswith((base, "blob:", "data:")) for url in requests), requests
     # The server's 400 for the bad file shows up as a failed-resource console error; nothing else may.
     assert all("400" in text for text in problems), problems
+
+
+def test_a_full_server_answers_503_with_retry_after_and_stays_up(smoke_run, tmp_path):
+    """One slot and no queue: of eight large photos sent at once, the server classifies some
+    and answers the rest 503 with Retry-After (never a 5xx or a dropped connection), and
+    is idle and well afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    large = buffer.getvalue()
+    with serve_process(smoke_run, "--slots", "1", "--queue", "0") as (base, _, proc):
+        def one(_: int) -> httpx.Response:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                return http.post("/predict", files={"file": ("big.png", large, "image/png")})
+
+        responses = []
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(3):
+                responses += list(pool.map(one, range(8)))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.headers["retry-after"] == "1" and "the server is busy" in busy.json()["detail"]
+        with httpx.Client(base_url=base, timeout=60) as http:
+            assert http.post("/predict", files={"file": ("big.png", large, "image/png")}).status_code == 200
+        assert proc.poll() is None

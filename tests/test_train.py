@@ -208,3 +208,33 @@ def test_the_gpu_presets_train_on_cifar100_end_to_end_on_a_cpu(tmp_path, mini_ci
     assert config["preset"] == preset and config["dataset"]["num_classes"] == 100
     assert len(history(run_dir)) == 1
     assert 0 <= json.loads((run_dir / "metrics.json").read_text())["test"]["top1"] <= 1
+
+
+def test_without_a_validation_split_the_best_epoch_is_chosen_on_training_accuracy(tmp_path, synthetic_folder):
+    """--val-size 0: no validation numbers are invented (the history says nan), best.pt is the
+    epoch of the highest training accuracy, and the evaluation reports no val split."""
+    from cifar100.runs import RunFolder, best_epoch
+
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+                     "--out", run_dir, "--epochs", "4", "--val-size", "0", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = history(run_dir)
+    assert all(r["val_acc"] == "nan" and r["val_loss"] == "nan" for r in rows)
+    train_accs = [float(r["train_acc"]) for r in rows]
+    chosen = train_accs.index(max(train_accs)) + 1  # the first of equal bests
+    assert best_epoch(RunFolder(run_dir).read_history()) == chosen
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["epoch"] == chosen
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch"] == chosen and "val" not in metrics and metrics["test"]["top1"] > 0.5
+
+
+def test_the_best_epoch_rule_is_the_first_highest_score():
+    from cifar100.runs import best_epoch
+
+    def row(epoch, val, train=0.5):
+        return {"epoch": epoch, "val_acc": val, "train_acc": train}
+
+    assert best_epoch([row(1, 0.3), row(2, 0.6), row(3, 0.6), row(4, 0.5)]) == 2
+    assert best_epoch([row(1, float("nan"), 0.2), row(2, float("nan"), 0.9), row(3, float("nan"), 0.4)]) == 2
+    assert best_epoch([]) is None

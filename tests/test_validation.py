@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 from run_fixtures import write_synthetic_folder
 
-from cifar100.datasets import load_dataset
-from cifar100.images import decode_image, to_model_input
+from cifar100.data.sources import load_dataset
+from cifar100.data.images import decode_image, to_model_input
 
 # The whole training run of a tiny folder: 4 classes, 10 train and 3 test images each.
 TRAIN = ["train", "--preset", "smoke", "--epochs", "1", "--val-size", "8", "--quiet", "--no-evaluate"]

@@ -1,3 +1,19 @@
-"""cifar100: train our own CNN on CIFAR-100, see how it went, and use it on your photos."""
+"""cifar100: train our own CNN on CIFAR-100, see how it went, and use it on your photos.
+
+    import cifar100
+    run = cifar100.train(preset="cpu")      # or cifar100.load_run("runs/<name>")
+
+The API (cifar100/api.py) is imported on first use, so `import cifar100` and the command
+line's start stay quick."""
 
 __version__ = "0.1.0"
+
+__all__ = ["Run", "__version__", "class_distribution", "load_dataset", "load_run", "train"]
+
+
+def __getattr__(name: str):
+    if name in ("train", "load_run", "load_dataset", "class_distribution", "Run"):
+        from cifar100 import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cifar100' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from cifar100.cli import main
+from cifar100.cli.main import main
 
 raise SystemExit(main())

@@ -11,7 +11,8 @@ Layout (FORMAT_VERSION 1):
     epoch: int, metrics: {"val_acc": float, "val_loss": float, ...}
     temperature: float  the logits' divisor fitted on the validation split (absent in older
                  checkpoints: read as 1.0)
-    train_state: (last.pt only) optimizer, schedule, EMA, RNG, history: what --resume needs
+    train_state: (last.pt only) raw weights (with EMA), optimizer, LR schedule, history, best
+                 epoch, elapsed time: what --resume needs (randomness is a function of seed and epoch)
 """
 
 from __future__ import annotations
@@ -31,21 +32,6 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
     return atomic_torch_save(path, payload)
-
-
-def resolve_checkpoint(run_or_checkpoint: str | Path, which: str = "best") -> Path:
-    """A run folder -> its checkpoints/{which}.pt (falling back to last.pt for a run that was
-    interrupted before its first best); a file -> itself."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        candidates = [path / "checkpoints" / f"{which}.pt", path / "checkpoints" / "last.pt"]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{path} holds no checkpoint (looked for {', '.join(str(c) for c in candidates)})")
-    if not path.is_file():
-        raise CheckpointError(f"no run folder or checkpoint file at {path}")
-    return path
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

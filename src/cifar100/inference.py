@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifar100.checkpoint import load_checkpoint, resolve_checkpoint
+from cifar100.checkpoint import load_checkpoint
 from cifar100.errors import CheckpointError
-from cifar100.models import create_model
+from cifar100.runs import resolve_checkpoint, run_of_checkpoint
+from cifar100.training.models import create_model
 
 
 def as_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -137,7 +138,7 @@ def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str |
         classes = list(payload["classes"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not match its model description: {exc}") from None
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    run_dir = run_of_checkpoint(path)
     return LoadedModel(
         classifier=classifier,
         classes=classes,
