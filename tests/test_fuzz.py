@@ -375,18 +375,18 @@ def batch_with(**fields) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "train, message",
+    "fields, message",
     [
-        (batch_with(data=[[1, 2], [3]]), r"'data' must be uint8 rows of 3072 values"),
-        (batch_with(fine_labels=[2**70, 0, 0, 0]), r"'fine_labels' is not a list of integers"),
-        (batch_with(fine_labels=[float("inf"), 0, 0, 0]), r"'fine_labels' is not a list of integers"),
-        (batch_with(coarse_labels=[0.5, 0, 0, 0]), r"'coarse_labels' is not a list of integers"),
+        ({"data": [[1, 2], [3]]}, r"'data' must be uint8 rows of 3072 values"),
+        ({"fine_labels": [2**70, 0, 0, 0]}, r"'fine_labels' is not a list of integers"),
+        ({"fine_labels": [float("inf"), 0, 0, 0]}, r"'fine_labels' is not a list of integers"),
+        ({"coarse_labels": [0.5, 0, 0, 0]}, r"'coarse_labels' is not a list of integers"),
     ],
     ids=["ragged-data", "huge-label", "infinite-label", "fractional-label"],
 )
-def test_wrong_types_found_by_fuzzing_are_dataset_errors(tmp_path, train, message):
+def test_wrong_types_found_by_fuzzing_are_dataset_errors(tmp_path, fields, message):
     with pytest.raises(DatasetError, match=message):
-        read_extracted(CIFAR100, write_extracted(tmp_path, train))
+        read_extracted(CIFAR100, write_extracted(tmp_path, batch_with(**fields)))
 
 
 def test_a_few_bytes_cannot_declare_a_huge_array(tmp_path):
