@@ -1,6 +1,6 @@
 """Training images/s of each preset's model on this device, beside the device's measured
 matmul FLOP rate and the model's FLOPs per image, so the table shows how close to the
-machine's limit training runs. Runs the real training loop (engine.Trainer.train_epoch) on
+machine's limit training runs. Runs the real training loop (trainer.Trainer.train_epoch) on
 random uint8 images held on the device; the first epoch is warm-up (and compile).
 
 The matmul rate is measured right before and right after each timed epoch, and each epoch is

@@ -94,6 +94,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.folder = RunFolder(Path(path))
+        self._test = None  # (model, dataset, test metrics), made by the first figure that needs them
 
     @property
     def path(self) -> Path:
@@ -141,12 +142,16 @@ class Run:
         from cifar100.evaluation.evaluate import evaluate_run
 
         device = resolve_device(device) if isinstance(device, str) else device
-        self._evaluation.cache_clear()
+        self._test = None
         return evaluate_run(self.path, tta=tta, data_dir=data_dir, device=device, quiet=quiet, dataset=_dataset)
 
-    @functools.lru_cache(maxsize=1)
     def _evaluation(self):
         """(model, dataset, test metrics) of best.pt, computed once for the figure methods."""
+        if self._test is None:
+            self._test = self._evaluate_test()
+        return self._test
+
+    def _evaluate_test(self):
         from cifar100.evaluation.evaluate import check_same_classes, load_evaluation_dataset, split_fine_to_coarse
         from cifar100.evaluation.metrics import split_metrics
 

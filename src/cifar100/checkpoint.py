@@ -11,7 +11,7 @@ Layout (FORMAT_VERSION 1):
     epoch: int, metrics: {"val_acc": float, "val_loss": float, ...}
     temperature: float  the logits' divisor fitted on the validation split (absent in older
                  checkpoints: read as 1.0)
-    train_state: (last.pt only) raw weights (with EMA), optimizer, LR schedule, history, best
+    train_state: (last.pt only) raw weights (with EMA), optimizer, LR schedule, grad scaler, history, best
                  epoch, elapsed time: what --resume needs (randomness is a function of seed and epoch)
 """
 

@@ -52,10 +52,12 @@ ALLOWED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", 
 # Photos are decoded at no less than this on their shorter side (a 27-megapixel JPEG at 1/4
 # scale): plenty for the 32x32 the model sees, and a photo up to twice this is decoded whole.
 DECODE_SIDE = 1024
-# Two decodes per core at most (decoding and the forward pass are CPU work), and a short queue.
+# One decode per core, at most 4 (decoding and the forward pass are CPU work), and a short queue.
 DEFAULT_SLOTS = max(1, min(4, os.cpu_count() or 1))
 DEFAULT_QUEUE = 16
 QUEUE_WAIT_S = 30.0
+# An admitted upload must arrive within this, or a few slow senders would hold every place.
+UPLOAD_TIMEOUT_S = 30.0
 # The page is self-contained: it may only load from this server (images also from blob:/data:).
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'"
 
@@ -70,7 +72,7 @@ class ClassProbability(BaseModel):
 class PredictResponse(BaseModel):
     top_k: list[ClassProbability] = Field(description="most probable first")
     model_input_png: str = Field(description="base64 PNG of the exact 32x32 RGB image the model classified")
-    original_size: tuple[int, int] = Field(description="width, height of the decoded upload")
+    original_size: tuple[int, int] = Field(description="width, height of the uploaded image, upright")
     format: str = Field(description="image format, detected from the bytes")
     crop: bool = Field(description="true: centre crop to a square; false: the whole image squashed")
 
@@ -241,7 +243,7 @@ async def read_upload(request: Request, limit: int) -> bytes:
     )
 
 
-def detect_format(data: bytes) -> str:
+def detect_format(data: bytes, max_pixels: int | None = None) -> str:
     """The image format from the bytes' header, or a 4xx saying what is wrong."""
     if not data:
         raise HTTPException(400, "the upload is empty (0 bytes); pick an image file")
@@ -251,7 +253,7 @@ def detect_format(data: bytes) -> str:
             with Image.open(io.BytesIO(data)) as img:
                 fmt = img.format or ""
     except Image.DecompressionBombError as exc:
-        raise HTTPException(400, f"the upload has {too_many_pixels(exc)}") from None
+        raise HTTPException(400, f"the upload has {too_many_pixels(exc, max_pixels)}") from None
     except Exception:  # noqa: BLE001 - whatever Pillow raises, the bytes are not an image we take
         raise HTTPException(
             400, f"the upload is not an image (its content is not {', '.join(sorted(set(ALLOWED_FORMATS.values())))})"
@@ -317,7 +319,7 @@ def create_app(
         return ClassesResponse(classes=list(model.classes))
 
     def classify(data: bytes, top_k: int, crop: bool) -> PredictResponse:
-        fmt = detect_format(data)
+        fmt = detect_format(data, max_pixels)
         try:
             img = decode_image(data, max_pixels=max_pixels, reduce_to=DECODE_SIDE)
         except ImageError as exc:
@@ -375,7 +377,10 @@ def create_app(
             raise admission.busy()
         admission.admitted += 1
         try:
-            data = await read_upload(request, max_upload_bytes)
+            try:
+                data = await asyncio.wait_for(read_upload(request, max_upload_bytes), UPLOAD_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload did not arrive within {UPLOAD_TIMEOUT_S:.0f} s") from None
             try:
                 await asyncio.wait_for(admission.semaphore.acquire(), admission.wait_s)
             except asyncio.TimeoutError:

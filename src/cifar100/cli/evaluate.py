@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--tta", action="store_true",
                    help="also report accuracy with test-time augmentation (6 flipped and shifted views), as separate rows")
     p.add_argument("--data-dir", help="dataset cache (default: the run's, else $CIFAR100_DATA or ~/.cache/cifar100)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}",
                    help="where to run the model (default: auto: cuda, then mps, then cpu)")
     p.add_argument("--out", help="write metrics.json, plots/ and report.html here instead")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                    help="at most this many images in the gallery, the first ones found (default: 48)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}",
                    help="where to run the model (default: auto: cuda, then mps, then cpu)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (default: 50,000,000)")

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--queue", type=int, default=None,
                    help="photos held waiting for a slot; more than that are answered 503 at once (default: 16)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}",
                    help="where to run the model (default: auto: cuda, then mps, then cpu)")
     p.set_defaults(func=run)
 

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--name", help="run name (default: <dataset>-<preset>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoints/last.pt")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto (default): cuda, then mps, then cpu")
+    p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}", help="auto (default): cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-evaluate", action="store_true", help="skip the figures and report at the end")
     p.add_argument("--tta", action="store_true",
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="auto (default): bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU and MPS")
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (CUDA only; falls back to eager if compiling fails)")
+                   help="torch.compile the model (CUDA only; without it if the first compilation fails)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any preset field, e.g. --set cutout=8 --set model_kwargs='{\"widths\": [32, 64, 128]}'")
     p.set_defaults(func=run)

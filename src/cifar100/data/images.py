@@ -50,7 +50,8 @@ def decode_image(
     `reduce_to`: a photo whose shorter side is at least twice this is decoded smaller, to no
     less than `reduce_to` pixels on its shorter side: JPEGs at 1/2, 1/4 or 1/8 scale by the
     decoder itself (the full-size image never exists in memory), other formats shrunk by an
-    integer factor right after decoding, before any copy. The image's `info["original_size"]`
+    integer factor right after decoding (after the RGB conversion for palette, CMYK and
+    16-bit images). The image's `info["original_size"]`
     is the upright size of the file's image either way.
 
     Raises ImageError for a missing or empty file, something that is not an image, a truncated
@@ -83,14 +84,17 @@ def decode_image(
                 if reduce_to and img.format in ("JPEG", "MPO"):
                     img.draft(None, (reduce_to, reduce_to))
                 img.load()
+                loaded = img.size
+                # Upright first (a reduced copy would lose a TIFF's orientation tag); in place,
+                # so an upright photo is not copied at full size.
+                ImageOps.exif_transpose(img, in_place=True)
+                turned = img.size != loaded
                 factor = min(img.size) // reduce_to if reduce_to else 1
                 if factor >= 2 and img.mode in _REDUCIBLE_MODES:
                     img, factor = img.reduce(factor), 1
-                upright = ImageOps.exif_transpose(img)
-                turned = upright.size != img.size
-                rgb = _to_rgb(upright)
-                del img, upright
-                if factor >= 2:
+                rgb = _to_rgb(img)
+                del img
+                if factor >= 2:  # modes reduce() does not take are converted first, then reduced
                     rgb = rgb.reduce(factor)
                 rgb.info["original_size"] = (height, width) if turned else (width, height)
                 return rgb

@@ -1,7 +1,7 @@
 """`evaluate_run`: the numbers and pictures of a trained model, for a finished or interrupted run
 folder or a bare checkpoint. Writes metrics.json, plots/*.png and report.html, and returns the
-metrics. The training engine calls it at the end of every run; `cifar100 evaluate` calls it
-again at any time.
+metrics. `cifar100 train` (and `cifar100.train`) call it at the end of every run; `cifar100
+evaluate` calls it again at any time.
 
 Every number is computed once from the model's logits (metrics.py) and every figure is drawn
 from those numbers (plots.py), so the figures and metrics.json always agree."""
@@ -272,7 +272,7 @@ def evaluate_run(
                           evaluate_command=evaluate_command(run_or_checkpoint, which, tta, data_dir, out_dir))
     if not quiet:
         print(format_summary(metrics))
-        print(f"wrote {metrics_path}, {out / 'plots'}/ ({len(figures)} figures) and {report}")
+        print(f"wrote {metrics_path}, {output.plots_dir}/ ({len(figures)} figures) and {report}")
     return metrics
 
 

@@ -1,6 +1,6 @@
 """How the weights move: the optimizers (SGD, Adam, and Muon for conv filters), the LR
 schedule, and the two kinds of weight averaging (EMA, Lookahead). Each is a small piece the
-training loop in `engine` composes according to the config."""
+training loop (training/trainer.py) composes according to the config."""
 
 from __future__ import annotations
 

@@ -284,8 +284,10 @@ def settings_to_fields(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(base: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
-    """`base` with `settings` applied and validated. A new epoch count goes first, through
-    `with_epochs`, so the schedule stretches to fit and explicit warm-up (etc.) settings still win."""
+    """`base` with `settings` (by the names in SETTING_NAMES, or any field's own) applied and
+    validated. A new epoch count goes first, through `with_epochs`, so the schedule stretches
+    to fit and explicit warm-up (etc.) settings still win."""
+    settings = settings_to_fields(settings)
     if "epochs" in settings:
         base = base.with_epochs(base.with_overrides(epochs=settings["epochs"]).epochs)
     return base.with_overrides(**settings).validate()

@@ -14,6 +14,7 @@ import math
 import platform
 import sys
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +37,7 @@ from cifar100.runs import RunFolder, default_run_name, selection_score
 from cifar100.training.calibration import fit_temperature
 from cifar100.training.models import check_model_settings, count_parameters, create_model
 from cifar100.training.optim import EMA, LearningRate, Lookahead, build_optimizer
-from cifar100.training.presets import TrainConfig, configure, default_preset, get_preset, settings_to_fields
+from cifar100.training.presets import TrainConfig, configure, default_preset, get_preset
 from cifar100.training.runtime import Runtime, compile_or_eager, start_runtime
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +140,8 @@ class Trainer:
         device = runtime.device
         self.precision = choose_precision(device, cfg.precision)
         dtype = self.precision.autocast_dtype
-        self.autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        # fp32: no autocast context at all (older torch refuses one for some device types).
+        self.autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_grad_scaler)
 
         train, val = split_train_val(dataset.train, cfg.val_size, seed=cfg.split_seed)
@@ -190,8 +192,10 @@ class Trainer:
             )
         self.compiled = False
         if cfg.compile and device.type == "cuda":
+            # The trial batch has the training batch's shape, so training does not recompile
+            # for a new size (which would make dynamo switch to slower dynamic shapes).
             loader = self.val_loader if self.val_loader.num_samples else self.test_loader
-            model, self.compiled = compile_or_eager(model, next(loader.epoch()).inputs[:8])
+            model, self.compiled = compile_or_eager(model, next(loader.epoch()).inputs[:per_rank_batch])
         self.model = model
         self.history: list[dict[str, float]] = []
         self.start_epoch = 1
@@ -444,7 +448,7 @@ class Trainer:
         best_model.load_state_dict(best["weights"])
         test_loss, test_acc = evaluate_loader(best_model, self.test_loader, self.autocast)
         self.run.write_metrics({
-            "checkpoint": "checkpoints/best.pt",
+            "checkpoint": self.run.best.relative_to(self.run.root).as_posix(),
             "epoch": best["epoch"],
             "test": {"top1": test_acc, "loss": test_loss, "images": self.test_loader.num_samples},
             "val": {"top1": best["metrics"].get("val_acc"), "loss": best["metrics"].get("val_loss")},
@@ -461,7 +465,7 @@ def configure_run(preset: str | None, settings: dict[str, Any], device: str = "a
     API both start here."""
     if preset is None:
         preset = default_preset(gpu=resolve_device(device).type == "cuda")
-    cfg = configure(get_preset(preset), settings_to_fields(settings))
+    cfg = configure(get_preset(preset), settings)
     check_model_settings(cfg.model, cfg.model_kwargs)
     return preset, cfg
 
