@@ -18,21 +18,24 @@ from cifar100.fileio import atomic_write_bytes
 DPI = 100
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """The figure rendered as a PNG at DPI, in memory."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
 class InlineFigure(Figure):
     """A Figure that a notebook shows inline by itself, as a PNG, whatever backend (or none)
     the kernel has selected: IPython asks any object for `_repr_png_`."""
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=DPI)
-        return buffer.getvalue()
+        return png_bytes(self)
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Render to PNG in memory, then write atomically."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 def _done(fig: Figure, path: str | Path | None) -> Path | Figure:
