@@ -20,6 +20,8 @@ them work offline.
   decoded, so `load_dataset(str(cifar10_jpeg), cifar10_jpeg_data_dir)` takes well under a
   second. It lives in .pytest_cache/, so the ~15-25 s decode happens once per machine (and
   again only when the archive changes). Treat it as read-only.
+- `cifar100_data_dir`: a data dir with the real, full CIFAR-100 installed from
+  ../shared/data/cifar-100-python.tar.xz (kept in .pytest_cache/, like the one above).
 - `http_server` (function-scoped): a local HTTP server on 127.0.0.1 with Range support and
   switchable misbehaviour (see `FileServer`). `closed_port_url` (function-scoped): a URL on
   which nothing listens (connection refused).
@@ -44,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar100.data.cifar_archives import CIFAR10, CIFAR100, ArchiveSpec, load_cifar
+from cifar100.data.cifar_archives import CIFAR10, CIFAR100, ArchiveSpec, import_cifar, load_cifar
+from cifar100.errors import Cifar100Error
 from cifar100.data.download import file_md5
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -285,6 +288,22 @@ def cifar10_jpeg_data_dir(request, cifar10_jpeg) -> Path:
     # path, size and mtime) still decides whether the .npz there is valid.
     data_dir = request.config.cache.mkdir("cifar10-jpeg-data")
     load_dataset(str(cifar10_jpeg), data_dir, quiet=True)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def cifar100_data_dir(request, shared_data) -> Path:
+    """A data dir holding the real, full CIFAR-100 (../shared/data/cifar-100-python.tar.xz),
+    installed by the real `import_cifar` into pytest's cache folder: the ~20 s import happens
+    once per machine, and the md5 marker it leaves is checked on every load."""
+    from cifar100.data.sources import load_dataset
+
+    archive = require_shared(SHARED_DATA / "cifar-100-python.tar.xz")
+    data_dir = request.config.cache.mkdir("cifar100-data")
+    try:
+        load_dataset("cifar100", data_dir, download=False, quiet=True)
+    except Cifar100Error:
+        import_cifar(CIFAR100, archive, data_dir)
     return data_dir
 
 

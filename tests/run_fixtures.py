@@ -4,6 +4,8 @@
   4-class task (each class its own colour and stripe pattern, plus noise): learnable in seconds.
 - `cifar10_small_folder`: 200 train and 50 test real CIFAR-10 JPEGs per class, extracted from
   ../shared/data/cifar10-jpeg.tar.gz into an image folder.
+- `synthetic_run`: a real run folder trained by the real command on `synthetic_folder` (no
+  ../shared needed). Treat it as read-only.
 - `smoke_run`: a real run folder, made by the real command
   `cifar100 train --preset smoke --dataset <cifar10_small_folder> --epochs 3` in a subprocess.
   Treat it as read-only (copy it to modify it).
@@ -115,6 +117,15 @@ def cifar10_small_folder(tmp_path_factory, cifar10_jpeg) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(member).read())
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory, synthetic_folder) -> Path:
+    work = tmp_path_factory.mktemp("synthetic-run")
+    result = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", work / "cache",
+                     "--out", work / "run", "--epochs", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return work / "run"
 
 
 @pytest.fixture(scope="session")

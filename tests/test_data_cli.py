@@ -1,4 +1,6 @@
-"""`cifar100 data download` and `cifar100 data stats`, run as real processes."""
+"""`cifar100 data download` and `cifar100 data stats`, run as real processes; and image folders
+of each layout through `cifar100 train`, `evaluate` and `train --resume`, which must all see the
+same splits."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,7 +118,8 @@ def test_data_dir_from_the_environment(mini_cifar100_dir):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--val-size", "-1"], "--val-size must be 0 or more"),
+        (["--val-size", "-1"], "--val-size must be >= 0, got -1"),
+        (["--val-size", "12.5"], "--val-size 12.5 is neither a fraction below 1 (0.1) nor a whole count (5000)"),
         (["--val-size", "5000"], "must be smaller than the training set (1117 images)"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     ],
@@ -128,3 +132,92 @@ def test_stats_bad_arguments(mini_cifar100_dir, args, needle):
 def test_without_an_action_shows_the_actions():
     result = cifar100_cli("data")
     assert result.returncode == 2 and "download" in result.stderr and "stats" in result.stderr
+
+
+# --- image folders of each layout: stats, train, evaluate, resume ------------------------------
+
+
+def write_pets(root: Path, per_split: dict[str, int] | None = None, per_class: dict[str, int] | None = None) -> Path:
+    """40x30 noise PNGs: `per_split` images per class in each split folder (train/val/test), or
+    `per_class` images of each class in <class>/<image> folders."""
+    rng = np.random.default_rng(0)
+    folders = ({f"{split}/{name}": n for split, n in per_split.items() for name in ("cat", "dog", "fox")}
+               if per_split else per_class)
+    for folder, n in folders.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
+def test_stats_of_a_folder_with_its_own_validation_split(tmp_path):
+    pets = write_pets(tmp_path / "pets", per_split={"train": 5, "val": 2, "test": 3})
+    result = cifar100_cli("data", "stats", "--dataset", pets, "--data-dir", tmp_path / "data", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "train 15, val 6, test 9 images (val from the folder's own val/)" in result.stdout.splitlines()[0]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["val_from"] == "folder" and stats["splits"]["val"]["per_class"] == {"cat": 2, "dog": 2, "fox": 2}
+
+
+def test_stats_of_class_folders_carves_test_and_validation(tmp_path):
+    pets = write_pets(tmp_path / "pets", per_class={"cat": 10, "dog": 10, "fox": 10})
+    result = cifar100_cli("data", "stats", "--dataset", pets, "--data-dir", tmp_path / "data", "--test-size", 6,
+                          "--val-size", 0.25, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    splits = json.loads((tmp_path / "out" / "stats.json").read_text())["splits"]
+    assert {name: list(split["per_class"].values()) for name, split in splits.items()} == {
+        "train": [6, 6, 6], "val": [2, 2, 2], "test": [2, 2, 2]}
+
+
+def train_pets(pets: Path, work: Path, *flags) -> dict:
+    """A real one-epoch smoke run on `pets`; returns its config.json."""
+    result = cifar100_cli("train", "--preset", "smoke", "--epochs", 1, "--dataset", pets, "--data-dir", work / "data",
+                          "--out", work / "run", "--no-evaluate", "--quiet", *flags)
+    assert result.returncode == 0, result.stderr
+    return json.loads((work / "run" / "config.json").read_text())
+
+
+def test_a_val_folder_is_the_validation_split_of_a_run(tmp_path):
+    pets = write_pets(tmp_path / "pets", per_split={"train": 6, "val": 2, "test": 2})
+    # smoke's val_size (100 images) is more than the 18 training images: it must not be used.
+    info = train_pets(pets, tmp_path)["dataset"]
+    assert info["val_from"] == "folder"
+    assert (info["train_images"], info["val_images"], info["test_images"]) == (18, len(list(pets.glob("val/*/*"))), 6)
+
+
+def test_a_class_folder_run_is_evaluated_and_resumed_on_its_own_test_split(tmp_path):
+    from cifar100.app.export import dataset_on_this_machine
+    from cifar100.evaluation.evaluate import load_evaluation_dataset
+    from cifar100.inference import load_model
+
+    pets = write_pets(tmp_path / "pets", per_class={"cat": 10, "dog": 8, "fox": 6})
+    config = train_pets(pets, tmp_path, "--test-size", 0.3, "--val-size", 0.2, "--set", "split_seed=5",
+                        "--set", "center_crop=false")
+    info = config["dataset"]
+    assert (info["test_size"], info["split_seed"], info["center_crop"], info["val_from"]) == (0.3, 5, False, "train")
+    carved = load_dataset(str(pets), tmp_path / "data", test_size=0.3, split_seed=5, center_crop=False)
+    assert (info["train_images"] + info["val_images"], info["test_images"]) == (len(carved.train), len(carved.test)) == (17, 7)
+
+    run = tmp_path / "run"
+    result = cifar100_cli("evaluate", run, "--quiet")
+    assert result.returncode == 0, result.stderr
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["images"] == 7
+    assert [c["support"] for c in test["per_class"]] == np.bincount(carved.test.labels, minlength=3).tolist()
+
+    # Training and evaluation both read the squashed images (center_crop=false): one cache file.
+    assert [p.name.endswith("-squashed.npz") for p in (tmp_path / "data").glob("image-folders/*.npz")] == [True]
+
+    # The very same images, not just as many, wherever a run's dataset is loaded again; loaded
+    # without the run's options, it would be another split.
+    model = load_model(run, "best", "cpu")
+    assert len(load_dataset(str(pets), tmp_path / "data").test) == 5 != len(carved.test)
+    for again in (load_evaluation_dataset(model, None, quiet=True), dataset_on_this_machine(model)):
+        assert np.array_equal(again.test.images, carved.test.images) and np.array_equal(again.test.labels, carved.test.labels)
+
+    config["config"]["epochs"] = 2  # resume continues a run to the epochs its config.json says
+    (run / "config.json").write_text(json.dumps(config))
+    result = cifar100_cli("train", "--resume", run, "--no-evaluate", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "metrics.json").read_text())["test"]["images"] == 7
+    assert len((run / "history.csv").read_text().splitlines()) == 3

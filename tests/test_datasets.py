@@ -20,12 +20,24 @@ from data_fixtures import (
     write_tar,
 )
 
-from cifar100.data.cifar_archives import CIFAR10, CIFAR100, MARKER, load_cifar, read_pickle
-from cifar100.data.types import Split, channel_mean_std, split_train_val
+from cifar100.data.cifar_archives import (
+    CIFAR10,
+    CIFAR100,
+    MARKER,
+    load_cifar,
+    read_pickle,
+)
 from cifar100.data.sources import DATA_DIR_ENV, default_data_dir, load_dataset
+from cifar100.data.types import (
+    Dataset,
+    Split,
+    channel_mean_std,
+    split_count,
+    split_train_val,
+    training_splits,
+)
 from cifar100.errors import ConfigError, DatasetError
-
-
+from cifar100.training.presets import TrainConfig, get_preset
 
 # --- the format ---------------------------------------------------------------------------
 
@@ -269,3 +281,68 @@ def test_validation_split_edges():
     assert len(rest) == 50_000 and len(val) == 0 and val.coarse_labels is not None
     with pytest.raises(ConfigError, match=r"must be smaller than the training set"):
         split_train_val(train, 50_000)
+
+
+# The validation images split_train_val(cifar100_sized_split(), 5000, seed) took while val_size
+# was a count only (5000 was the default): sha256 of their indices as little-endian int64.
+COUNT_ONLY_SPLIT_SHA256 = {
+    0: "edaaabb9cd18724abbefa8badddee3304f034a1f782b14beb90a55464b58836e",
+    3: "3aab3230b3cd652de7a20342521675b5989d8678f62286afabdf1f7ea2ec4ae9",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(COUNT_ONLY_SPLIT_SHA256))
+def test_default_fraction_is_the_old_5000_image_split(seed):
+    """val_size's default, 0.1, takes from CIFAR-100's 50,000 training images exactly the 5,000
+    the old default count 5000 took: runs from before and after compare on one split."""
+    assert TrainConfig().val_size == 0.1 and get_preset("smoke").val_size == 100
+    train = cifar100_sized_split()
+    by_fraction = split_train_val(train, TrainConfig().val_size, seed)[1].images[:, 0, 0, 0]
+    by_count = split_train_val(train, 5000, seed)[1].images[:, 0, 0, 0]
+    assert np.array_equal(by_fraction, by_count) and len(by_fraction) == 5000
+    digest = hashlib.sha256(np.ascontiguousarray(by_fraction, dtype="<i8").tobytes()).hexdigest()
+    assert digest == COUNT_ONLY_SPLIT_SHA256[seed]
+
+
+@pytest.mark.parametrize(
+    "size, n, count",
+    [(0.1, 50_000, 5000), (5000, 50_000, 5000), (5000.0, 50_000, 5000), (0, 10, 0), (0.2, 24, 5), (0.25, 2, 1),
+     (0.01, 30, 1), (0.5, 3, 2), (9, 30, 9)],
+)
+def test_split_count_takes_a_fraction_or_a_count(size, n, count):
+    assert split_count(size, n, "validation size") == count
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [(-1, "validation size must be >= 0, got -1"), (float("nan"), "validation size must be >= 0, got nan"),
+     (float("inf"), "validation size must be >= 0, got inf"),
+     (2.5, r"validation size 2.5 is neither a fraction below 1 \(0.1\) nor a whole count \(5000\)"),
+     (30, r"validation size 30 must be smaller than the training set \(30 images\)"),
+     (0.99, r"validation size 0.99 \(30 images\) must be smaller than the training set \(30 images\)")],
+)
+def test_split_count_refuses_what_is_no_size(size, message):
+    with pytest.raises(ConfigError, match=message):
+        split_count(size, 30, "validation size")
+
+
+def test_sizes_from_the_command_line_and_presets():
+    smoke = get_preset("smoke")
+    assert smoke.with_overrides(val_size="0.1").val_size == 0.1  # a preset's count does not make it an int
+    assert smoke.with_overrides(val_size="500", test_size="40").validate().test_size == 40
+    with pytest.raises(ConfigError, match=r"validation size 12.5 is neither"):
+        smoke.with_overrides(val_size=12.5).validate()
+    with pytest.raises(ConfigError, match=r"test size must be a fraction in \(0, 1\)"):
+        smoke.with_overrides(test_size=0).validate()
+
+
+def test_a_dataset_s_own_validation_split_is_used_as_it_is():
+    train = cifar100_sized_split()
+    own = train.subset(np.arange(10))
+    dataset = Dataset("folder", [str(i) for i in range(100)], train, train.subset(np.arange(5)), val=own)
+    kept, val = training_splits(dataset, 0.1, 0)
+    assert kept is train and val is own and dataset.val_from == "folder"
+    dataset.val = None
+    _, val = training_splits(dataset, 0.1, 3)
+    assert dataset.val_from == "train"
+    assert np.array_equal(val.images, split_train_val(train, 5000, 3)[1].images)

@@ -287,7 +287,7 @@ def test_interrupted_run_is_evaluated_from_last_checkpoint(tmp_path, hand_built_
 
 def test_cli_errors_are_named_and_leave_the_run_intact(tmp_path, hand_built_run, synthetic_folder, capsys):
     code, _, err = evaluate_in_process(capsys, tmp_path / "no-such-run")
-    assert code == 2 and "no run folder or checkpoint file" in err
+    assert code == 2 and "no run folder, checkpoint file or weights folder" in err
 
     empty = tmp_path / "empty-run"
     empty.mkdir()

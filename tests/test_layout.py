@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cifar100"
 LAYERS = [
     ("cifar100.errors", "cifar100.fileio", "cifar100.memory", "cifar100.devices"),
     ("cifar100.data",),
-    ("cifar100.runs", "cifar100.checkpoint", "cifar100.training"),
+    ("cifar100.runs", "cifar100.checkpoint", "cifar100.weights", "cifar100.model_files", "cifar100.training"),
     ("cifar100.inference",),
     ("cifar100.evaluation",),
     ("cifar100.app",),

@@ -273,4 +273,4 @@ def test_no_images_and_no_model_are_clear_errors(smoke_run, tmp_path):
     assert result.returncode == 2 and f"{tmp_path / 'nonexistent.jpg'} does not exist" in result.stderr
     assert "no image files found" not in result.stderr
     result = run_cli("predict", tmp_path / "no-such-run", tmp_path / "empty")
-    assert result.returncode == 2 and "no run folder or checkpoint" in result.stderr
+    assert result.returncode == 2 and "no run folder, checkpoint file or weights folder" in result.stderr

@@ -12,6 +12,7 @@ import functools
 import struct
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zlib
 from pathlib import Path
@@ -88,6 +89,8 @@ def assert_refused(result: subprocess.CompletedProcess, work: Path, message: str
         (["--lr", "nan"], "learning rate must be a positive number, got nan"),
         (["--lr", "inf"], "learning rate must be a positive number, got inf"),
         (["--val-size", "-1"], "validation size must be >= 0, got -1"),
+        (["--val-size", "2.5"], "validation size 2.5 is neither a fraction below 1 (0.1) nor a whole count (5000)"),
+        (["--test-size", "0"], "test size must be a fraction in (0, 1) (0.2) or a whole count >= 1 (500), got 0"),
         (["--optimizer", "rmsprop"], "optimizer must be one of ('sgd', 'adam', 'adamw', 'muon'), got 'rmsprop'"),
         (["--set", "momentum=nan"], "momentum must be in [0, 1), got nan"),
         (["--set", "epochs=two"], "setting epochs='two' is not a valid int"),
@@ -102,7 +105,8 @@ def assert_refused(result: subprocess.CompletedProcess, work: Path, message: str
         (["--optimizer", "muon", "--set", "muon_lr=0"], "muon_lr must be a positive number, got 0.0"),
         (["--tta"], "--tta is part of the final evaluation, which --no-evaluate skips"),  # TRAIN has --no-evaluate
     ],
-    ids=["epochs-0", "lr-negative", "lr-nan", "lr-inf", "val-size-negative", "optimizer", "momentum-nan",
+    ids=["epochs-0", "lr-negative", "lr-nan", "lr-inf", "val-size-negative", "val-size-fractional-count",
+         "test-size-zero", "optimizer", "momentum-nan",
          "set-not-a-number", "split-seed-negative", "model-kwargs-list", "model-kwargs-unknown", "model-widths-zero",
          "convs-per-stage-count", "whiten-padding", "muon-lr-zero", "tta-without-evaluation"],
 )
@@ -127,7 +131,8 @@ def test_validation_split_larger_than_the_training_set(tmp_path, tiny_folder):
 def test_classes_that_differ_between_train_and_test(tmp_path, folder_copy):
     (folder_copy / "test" / "blue").rename(folder_copy / "test" / "navy")
     result, _ = train_cli(folder_copy, tmp_path)
-    assert_refused(result, tmp_path, "train/ and test/ must have the same class folders; only in train: blue; only in test: navy")
+    assert_refused(result, tmp_path, "train/ and test/ must have the same class folders: "
+                   "blue (in train/; not in test/); navy (in test/; not in train/)")
 
 
 def test_zero_byte_image(tmp_path, folder_copy):
@@ -155,6 +160,103 @@ def test_images_of_other_modes_and_sizes_are_converted(tmp_path, folder_copy):
     expected = to_model_input(decode_image(rgba))
     assert (images == expected).all(axis=(1, 2, 3)).sum() == 1
     assert (images == 156).all(axis=(1, 2, 3)).sum() == 1  # 40000 / 257, the same grey in R, G and B
+
+
+
+def class_folders(root: Path, per_class: int = 4, classes=("cat", "dog", "fox")) -> Path:
+    """<class>/<image> folders of 40x30 PNGs."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def empty_class(root: Path) -> tuple[Path, str]:
+    (root / "wolf").mkdir()
+    return root, "empty class folder(s), every class needs images: wolf"
+
+
+def single_class(root: Path) -> tuple[Path, str]:
+    for name in ("dog", "fox"):
+        for f in (root / name).iterdir():
+            f.unlink()
+        (root / name).rmdir()
+    return root, "a single class (cat/); a classifier needs at least 2 classes, each in its own folder"
+
+
+def class_too_small(root: Path) -> tuple[Path, str]:
+    for name in ("dog", "fox"):
+        for f in sorted((root / name).iterdir())[1:]:
+            f.unlink()
+    return root, ("2 class(es) too small to split into training and test images (each class needs at least 2): "
+                  "dog (1 image); fox (1 image)")
+
+
+def not_images(root: Path) -> tuple[Path, str]:
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "dog" / "cut.png").write_bytes((root / "dog" / "0.png").read_bytes()[:100])
+    return root, "2 file(s) in class folders are not readable images (delete or replace them): cat/notes.txt: "
+
+
+def loose_image(root: Path) -> tuple[Path, str]:
+    (root / "cat" / "0.png").rename(root / "0.png")
+    return root, "1 file(s) beside the class folders, outside any class folder (move each into its class folder): 0.png"
+
+
+def as_splits(root: Path, splits=("train", "test")) -> Path:
+    """The class folders copied into each split folder of `splits`."""
+    for split in splits:
+        for f in sorted(root.glob("*/*.png")):
+            target = root / split / f.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    for name in ("cat", "dog", "fox"):
+        for f in (root / name).iterdir():
+            f.unlink()
+        (root / name).rmdir()
+    return root
+
+
+def loose_in_split(root: Path) -> tuple[Path, str]:
+    as_splits(root)
+    (root / "train" / "notes.txt").write_text("beside the class folders of train/")
+    return root, "1 file(s) directly in a split folder or beside the class folders, outside any class folder"
+
+
+def classes_differ(root: Path) -> tuple[Path, str]:
+    as_splits(root, ("train", "validation", "test"))
+    (root / "validation" / "fox").rename(root / "validation" / "wolf")
+    return root, ("train/, validation/ and test/ must have the same class folders: fox (in train/, test/; not in "
+                  "validation/); wolf (in validation/; not in train/, test/)")
+
+
+def val_and_validation(root: Path) -> tuple[Path, str]:
+    as_splits(root, ("train", "val", "validation", "test"))
+    return root, "val/ and validation/: two folders for one split; keep one of them"
+
+
+def train_without_test(root: Path) -> tuple[Path, str]:
+    as_splits(root, ("train",))
+    return root, ("train/ but no test/ split (or it has no class folders): add test/<class>/<image>, the images the "
+                  "model is tested on, or use the <class>/<image> layout (no train/ level)")
+
+
+def plain_tar(root: Path) -> tuple[Path, str]:
+    archive = root.parent / "pets.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="pets")
+    return archive, "a plain .tar is not accepted: a cut-off .tar reads as a complete, shorter one"
+
+
+@pytest.mark.parametrize("breakage", [empty_class, single_class, class_too_small, not_images, loose_image,
+                                      loose_in_split, classes_differ, val_and_validation, train_without_test,
+                                      plain_tar], ids=lambda f: f.__name__)
+def test_bad_image_folder_layouts(tmp_path, breakage):
+    source, message = breakage(class_folders(tmp_path / "pets"))
+    result, _ = train_cli(source, tmp_path)
+    assert_refused(result, tmp_path, message)
 
 
 # --- decompression bombs --------------------------------------------------------------------------

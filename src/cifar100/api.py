@@ -37,45 +37,60 @@ def train(
     evaluate: bool = True,
     tta: bool = False,
     quiet: bool = False,
+    tensorboard: bool = False,
     **settings: Any,
 ) -> "Run":
     """Train a model as `cifar100 train` does and return its Run.
 
     dataset: "cifar100" (default), "cifar10", or an image folder. preset: a name from
     `cifar100 presets` (default: fast on a GPU, cpu otherwise). settings: any preset field
-    or a command-line setting by its flag's name (epochs=, lr=, val_size=, model_ema=,
-    label_smoothing=, ...), checked exactly as the command line checks them. evaluate: finish
-    with the full evaluation (metrics, figures, report.html), with TTA rows if `tta`."""
+    or a command-line setting by its flag's name (epochs=, lr=, val_size=0.1 (a fraction) or
+    5000 (a count), test_size= (a <class>/<image> folder's test split), model_ema=,
+    label_smoothing=, init_from=, ...), checked exactly as the command line checks them. evaluate:
+    finish with the full evaluation (metrics, figures, report.html), with TTA rows if `tta`.
+    tensorboard: also log to <run>/tensorboard/ (`%tensorboard --logdir runs` shows it)."""
     from cifar100.training.trainer import configure_run, train as train_run
 
     if tta and not evaluate:
         raise ConfigError("tta=True is part of the final evaluation, which evaluate=False skips; drop one of them")
+    log = None
+    if tensorboard:
+        from cifar100.evaluation.tensorboard import TensorBoardLog
+
+        log = TensorBoardLog()
     preset, cfg = configure_run(preset, settings, device)
     shown = ", ".join([repr(dataset), f"preset={preset!r}", *(f"{k}={v!r}" for k, v in settings.items())])
     result = train_run(cfg, dataset, preset=preset, data_dir=None if data_dir is None else str(data_dir), out=out,
                        name=name, device=device, quiet=quiet, command=f"cifar100.train({shown})",
-                       test_best=not evaluate)
+                       test_best=not evaluate, on_epoch=log.on_epoch if log else None)
     run = Run(result.run_dir)
     if evaluate and result.is_main:
         run.evaluate(tta=tta, device=result.device, quiet=quiet, _dataset=result.dataset)
+    if log and result.is_main:
+        log.add_run_results(result.run_dir, result.best_epoch)
+        log.close()
     return run
 
 
-def load_dataset(dataset: str = "cifar100", data_dir: str | Path | None = None):
+def load_dataset(dataset: str = "cifar100", data_dir: str | Path | None = None, *, test_size: float = 0.2,
+                 split_seed: int = 0, center_crop: bool = True):
     """A dataset as training sees it: `.train` and `.test` splits of uint8 (N, 32, 32, 3)
-    images with int64 labels, `.classes` (and `.coarse_classes` for CIFAR-100). Downloaded and
-    verified on first use, as `cifar100 data download` does."""
+    images with int64 labels, `.val` when an image folder has its own val/, `.classes` (and
+    `.coarse_classes` for CIFAR-100). Downloaded and verified on first use, as `cifar100 data
+    download` does. An image folder of <class>/<image> gets its test split carved as `train`
+    carves it (test_size, split_seed); center_crop=False squashes photos instead of cropping."""
     from cifar100.data.sources import load_dataset as load
 
-    return load(dataset, data_dir)
+    return load(dataset, data_dir, test_size=test_size, split_seed=split_seed, center_crop=center_crop)
 
 
 def class_distribution(dataset) -> Any:
     """A Figure of the images per class in each split of a dataset from `load_dataset`."""
     from cifar100.evaluation import plots
 
+    splits = (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))
     counts = {name: np.bincount(split.labels, minlength=len(dataset.classes))
-              for name, split in (("train", dataset.train), ("test", dataset.test))}
+              for name, split in splits if split is not None}
     return plots.plot_class_distribution(dataset.classes, counts, title=f"Images per class in {dataset.name}")
 
 
@@ -85,6 +100,103 @@ def load_run(path: str | Path) -> "Run":
     if not folder.root.is_dir() or (folder.read_config() is None and not folder.last.exists()):
         raise ConfigError(f"{path} is not a run folder: it has neither config.json nor checkpoints/last.pt")
     return Run(folder.root)
+
+
+def load_model(source: str | Path, *, sha256: str | None = None, which: str = "best") -> "Model":
+    """A trained model for predictions: a run folder (its best.pt), a checkpoint file, a weights
+    folder (`export(format="safetensors")`) or an http(s) URL to one; `sha256` pins the weights
+    file (checked before use, and for a URL before the download)."""
+    from cifar100.inference import load_model as load
+
+    return Model(load(source, which, "cpu", sha256=sha256), str(source))
+
+
+def load_pretrained(name: str = "cifar100-cpu") -> "Model":
+    """The CIFAR-100 model that ships with the package (trained by the cpu preset; its
+    README.md beside the weights says how, and its test accuracy)."""
+    from cifar100.model_files import pretrained_folder
+
+    return load_model(pretrained_folder(name))
+
+
+class Model:
+    """A trained model ready for predictions on your images."""
+
+    def __init__(self, loaded, source: str):
+        self.model = loaded  # inference.LoadedModel: the classifier, classes, normalisation
+        self.source = source
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """A weights folder's config.json (provenance, recorded test metrics); else the
+        checkpoint's model, epoch and validation metrics."""
+        if self.model.weights_config is not None:
+            return dict(self.model.weights_config)
+        return {"model": self.model.model_config, "epoch": self.model.epoch, "metrics": self.model.metrics}
+
+    def __repr__(self) -> str:
+        test = (self.model.weights_config or {}).get("test") or {}
+        accuracy = f", test top-1 {test['top1']:.2%}" if test.get("top1") is not None else ""
+        return f"Model({self.source!r}: {self.model.model_config.get('arch')}, {len(self.classes)} classes{accuracy})"
+
+    def predict(self, images: Any, top_k: int = 5, crop: bool = True) -> list[dict[str, Any]]:
+        """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
+        of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
+        prepared as `cifar100 predict` prepares them (centre crop unless crop=False, 32x32)."""
+        return predict_images(self.model, images, top_k, crop)
+
+    def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
+        """Export as `cifar100 export` does (onnx, torchscript or safetensors); returns the path."""
+        from cifar100.app.export import export_run
+
+        return export_run(self.source, format, out, dtype=dtype).path
+
+
+def predict_images(model, images: Any, top_k: int, crop: bool) -> list[dict[str, Any]]:
+    """`Run.predict` and `Model.predict`: top-k (class, probability) pairs per image."""
+    from PIL import Image
+
+    from cifar100.data.images import to_model_input
+
+    items = images if isinstance(images, (list, tuple)) else [images]
+    inputs, names = [], []
+    for item in items:
+        for name, image in _images_of(item, Image):
+            inputs.append(to_model_input(image, size=32, crop=crop))
+            names.append(name)
+    if not inputs:
+        raise ImageError("no images to predict")
+    probabilities = model.probabilities(np.stack(inputs))
+    k = min(top_k, len(model.classes))
+    results = []
+    for name, probs in zip(names, probabilities):
+        order = np.argsort(-probs, kind="stable")[:k]
+        results.append({"image": name, "top_k": [(model.classes[i], float(probs[i])) for i in order]})
+    return results
+
+
+def _images_of(item: Any, Image) -> Iterable[tuple[str, Any]]:
+    from cifar100.app.predict import find_images
+    from cifar100.data.images import decode_image
+
+    if isinstance(item, (str, Path)):
+        files, missing = find_images([item])
+        if missing:
+            raise ImageError(f"{item} does not exist")
+        for path in files:
+            yield str(path), decode_image(path)
+    elif isinstance(item, Image.Image):
+        yield "PIL image", item.convert("RGB")
+    elif isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
+            raise ImageError(f"an image array must be uint8 (H, W, 3) RGB, got {item.dtype} {item.shape}")
+        yield "array", Image.fromarray(item, "RGB")
+    else:
+        raise ImageError(f"cannot read an image from a {type(item).__name__}: give a path, a PIL image or an array")
 
 
 class Run:
@@ -176,53 +288,15 @@ class Run:
         """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
         of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
         prepared as `cifar100 predict` prepares them (centre crop unless crop=False, 32x32)."""
-        from PIL import Image
+        return predict_images(self.model, images, top_k, crop)
 
-        from cifar100.data.images import to_model_input
-
-        items = images if isinstance(images, (list, tuple)) else [images]
-        inputs, names = [], []
-        for item in items:
-            for name, image in self._images_of(item, Image):
-                inputs.append(to_model_input(image, size=32, crop=crop))
-                names.append(name)
-        if not inputs:
-            raise ImageError("no images to predict")
-        model = self.model
-        probabilities = model.probabilities(np.stack(inputs))
-        k = min(top_k, len(model.classes))
-        results = []
-        for name, probs in zip(names, probabilities):
-            order = np.argsort(-probs, kind="stable")[:k]
-            results.append({"image": name, "top_k": [(model.classes[i], float(probs[i])) for i in order]})
-        return results
-
-    @staticmethod
-    def _images_of(item: Any, Image) -> Iterable[tuple[str, Any]]:
-        from cifar100.app.predict import find_images
-        from cifar100.data.images import decode_image
-
-        if isinstance(item, (str, Path)):
-            files, missing = find_images([item])
-            if missing:
-                raise ImageError(f"{item} does not exist")
-            for path in files:
-                yield str(path), decode_image(path)
-        elif isinstance(item, Image.Image):
-            yield "PIL image", item.convert("RGB")
-        elif isinstance(item, np.ndarray):
-            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
-                raise ImageError(f"an image array must be uint8 (H, W, 3) RGB, got {item.dtype} {item.shape}")
-            yield "array", Image.fromarray(item, "RGB")
-        else:
-            raise ImageError(f"cannot read an image from a {type(item).__name__}: give a path, a PIL image or an array")
-
-    def export(self, format: str = "onnx", out: str | Path | None = None) -> Path:
-        """Export best.pt as `cifar100 export` does (ONNX or TorchScript, checked against
-        PyTorch before it is written); returns the model file's path."""
+    def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
+        """Export best.pt as `cifar100 export` does: ONNX or TorchScript (checked against
+        PyTorch before it is written), or the weights folder to share (format="safetensors");
+        returns the model file's (or folder's) path."""
         from cifar100.app.export import export_run
 
-        return export_run(self.path, format, out).path
+        return export_run(self.path, format, out, dtype=dtype).path
 
     # -- figures -----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ Layout (FORMAT_VERSION 1):
     model: {"arch": str, "kwargs": dict}        -> models.create_model(arch, **kwargs)
     weights: state_dict of the network to evaluate (the EMA weights when EMA is on)
     classes, coarse_classes (or None), fine_to_coarse (or None)
-    dataset: {"spec": str, "name": str, "val_size": int, "split_seed": int}
+    dataset: {"spec": str, "name": str, "test_size": float, "split_seed": int, "center_crop": bool,
+              "val_size": float, "val_from": "folder" | "train", ...}  (sources.load_recorded_dataset)
     normalization: {"mean": [r, g, b], "std": [r, g, b]}  on the 0..1 pixel scale
     epoch: int, metrics: {"val_acc": float, "val_loss": float, ...}
     temperature: float  the logits' divisor fitted on the validation split (absent in older

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifar100.checkpoint import load_checkpoint
 from cifar100.errors import CheckpointError
-from cifar100.runs import resolve_checkpoint, run_of_checkpoint
+from cifar100.model_files import read_model
 from cifar100.training.models import create_model
 
 
@@ -51,6 +50,8 @@ class LoadedModel:
     epoch: int
     metrics: dict[str, Any] = field(default_factory=dict)
     model_config: dict[str, Any] = field(default_factory=dict)
+    # A weights folder's config.json (its provenance and recorded test metrics); None for a checkpoint.
+    weights_config: dict[str, Any] | None = None
 
     @property
     def temperature(self) -> float:
@@ -121,24 +122,18 @@ def tta_logits(model: nn.Module, x: torch.Tensor, plain: torch.Tensor | None = N
     return 0.5 * (mirrored(x, plain) + shifted)
 
 
-def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a run folder (its best.pt, else last.pt) or a checkpoint file for inference."""
-    path = resolve_checkpoint(run_or_checkpoint, which)
-    payload = load_checkpoint(path)
+def load_model(source: str | Path, which: str = "best", device: str | torch.device = "cpu", *,
+               sha256: str | None = None, quiet: bool = False) -> LoadedModel:
+    """Load a model for inference from a run folder (its best.pt, else last.pt), a checkpoint
+    file, a weights folder or a URL to one (model_files.read_model; `sha256`: what the weights
+    file must hash to)."""
+    found = read_model(source, which, sha256=sha256, quiet=quiet)
+    payload, path = found.payload, found.path
     try:
-        spec = payload["model"]
-        net = create_model(spec["arch"], **spec["kwargs"])
-        net.load_state_dict(payload["weights"])
-        norm = payload["normalization"]
-        # Checkpoints from before calibration have none: their logits are used as they are.
-        temperature = float(payload.get("temperature", 1.0))
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature}")
-        classifier = Classifier(net, norm["mean"], norm["std"], temperature).to(device).eval()
+        classifier = build_classifier(payload).to(device).eval()
         classes = list(payload["classes"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match its model description: {exc}") from None
-    run_dir = run_of_checkpoint(path)
+        raise CheckpointError(f"{path} does not match its model description: {exc}") from None
     return LoadedModel(
         classifier=classifier,
         classes=classes,
@@ -146,8 +141,22 @@ def load_model(run_or_checkpoint: str | Path, which: str = "best", device: str |
         fine_to_coarse=payload.get("fine_to_coarse"),
         dataset=dict(payload.get("dataset") or {}),
         checkpoint_path=path,
-        run_dir=run_dir,
-        epoch=int(payload.get("epoch", 0)),
+        run_dir=found.run_dir,
+        epoch=int(payload.get("epoch") or 0),
         metrics=dict(payload.get("metrics") or {}),
-        model_config=dict(spec),
+        model_config=dict(payload["model"]),
+        weights_config=payload.get("weights_config"),
     )
+
+
+def build_classifier(payload: dict[str, Any]) -> Classifier:
+    """The Classifier (on the CPU, in eval mode) a checkpoint-shaped payload describes."""
+    spec = payload["model"]
+    net = create_model(spec["arch"], **spec["kwargs"])
+    net.load_state_dict(payload["weights"])
+    norm = payload["normalization"]
+    # Checkpoints from before calibration have none: their logits are used as they are.
+    temperature = float(payload.get("temperature", 1.0))
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    return Classifier(net, norm["mean"], norm["std"], temperature).eval()

@@ -86,9 +86,12 @@ def resolve_checkpoint(run_or_checkpoint: str | Path, which: str = "best") -> Pa
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"{path} holds no checkpoint (looked for {', '.join(str(c) for c in candidates)})")
+        raise CheckpointError(
+            f"{path} holds no checkpoint (looked for {', '.join(str(c) for c in candidates)}) and is not a "
+            f"weights folder (model.safetensors + config.json)"
+        )
     if not path.is_file():
-        raise CheckpointError(f"no run folder or checkpoint file at {path}")
+        raise CheckpointError(f"no run folder, checkpoint file or weights folder at {path}")
     return path
 
 

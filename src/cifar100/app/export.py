@@ -1,6 +1,9 @@
 """Export a trained model to ONNX or TorchScript, with its normalisation built in, plus a JSON
 sidecar that says everything another program needs to feed it: class names, input name,
-layout, scale and size, and the mean/std already applied inside.
+layout, scale and size, and the mean/std already applied inside. Or export its weights to
+share (weights.py): a folder with model.safetensors, config.json (with the weights' sha256 and
+their test accuracy, measured on the stored weights) and a model card, which this tool loads
+wherever it takes a run folder.
 
 The exported bytes are checked before anything is written: the exported model and PyTorch
 must give the same top-1 class on every check image (real images whenever we can find
@@ -10,6 +13,7 @@ not written.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import warnings
@@ -21,12 +25,12 @@ import numpy as np
 import torch
 
 from cifar100 import __version__
-from cifar100.errors import Cifar100Error
+from cifar100.errors import Cifar100Error, ConfigError
 from cifar100.fileio import atomic_write_bytes, write_json
 from cifar100.inference import LoadedModel
-from cifar100.evaluation.metrics import softmax
+from cifar100.evaluation.metrics import softmax, topk_accuracy
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ""}  # safetensors: a folder
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 IMAGE_SIZE = 32
@@ -46,10 +50,12 @@ class ParityReport:
     source: str  # what the check images were
     top1_agreement: int  # images where both give the same top-1 class
     max_probability_difference: float
+    # Weights stored as float16 are rounded: a near tie may flip on one image in a hundred.
+    allowed_disagreements: int = 0
 
     @property
     def passed(self) -> bool:
-        return self.top1_agreement == self.images
+        return self.images - self.top1_agreement <= self.allowed_disagreements
 
     def describe(self) -> str:
         return (
@@ -63,13 +69,24 @@ class ExportResult:
     path: Path
     sidecar: Path
     parity: ParityReport
+    test: dict | None = None  # safetensors: the stored weights' test accuracy, when measured
+
+    def test_line(self) -> str:
+        if not self.test:
+            return "; no test set on this machine to measure the weights on"
+        return f"; test top-1 of the stored weights {self.test['top1']:.2%} on {self.test['images']:,} images of {self.test['dataset']}"
 
 
 def default_output(model: LoadedModel, fmt: str) -> Path:
-    """runs/<name>/export/model.onnx for a run folder; beside the file for a checkpoint."""
+    """runs/<name>/export/model.onnx (or export/weights/ for safetensors) for a run folder;
+    beside the file for a checkpoint; in the current folder for a weights folder (which may be
+    the package's own, or a download in the cache)."""
+    name = "weights" if fmt == "safetensors" else f"model{FORMATS[fmt]}"
     if model.run_dir is not None:
-        return model.run_dir / "export" / f"model{FORMATS[fmt]}"
-    return model.checkpoint_path.with_name(model.checkpoint_path.stem + FORMATS[fmt])
+        return model.run_dir / "export" / name
+    if model.weights_config is not None:
+        return Path.cwd() / (model.checkpoint_path.parent.name + ("-weights" if fmt == "safetensors" else FORMATS[fmt]))
+    return model.checkpoint_path.with_name(model.checkpoint_path.stem + ("-weights" if fmt == "safetensors" else FORMATS[fmt]))
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -160,7 +177,8 @@ RUNNERS: dict[str, Callable[[bytes, np.ndarray], np.ndarray]] = {
 }
 
 
-def check_parity(model: LoadedModel, exported: np.ndarray, images: np.ndarray, source: str) -> ParityReport:
+def check_parity(model: LoadedModel, exported: np.ndarray, images: np.ndarray, source: str,
+                 allowed_disagreements: int = 0) -> ParityReport:
     """Compare the exported model's probabilities `exported` with PyTorch's on `images`."""
     reference = model.probabilities(images).astype(np.float64)
     return ParityReport(
@@ -168,6 +186,7 @@ def check_parity(model: LoadedModel, exported: np.ndarray, images: np.ndarray, s
         source=source,
         top1_agreement=int((reference.argmax(1) == exported.argmax(1)).sum()),
         max_probability_difference=float(np.abs(reference - exported).max()) if len(images) else 0.0,
+        allowed_disagreements=allowed_disagreements,
     )
 
 
@@ -217,8 +236,8 @@ def export_model(
 ) -> ExportResult:
     """Export, check against PyTorch on `check_images` (uint8 (N, 32, 32, 3)), and only then
     write the model file and its sidecar atomically."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt not in FORMATS or fmt == "safetensors":
+        raise ValueError(f"unknown export format {fmt!r}; choose from onnx, torchscript (safetensors: export_weights)")
     path = Path(out) if out is not None else default_output(model, fmt)
     if path.is_dir():
         path = path / f"model{FORMATS[fmt]}"
@@ -245,6 +264,66 @@ def export_model(
     return ExportResult(path, sidecar, parity)
 
 
+def export_weights(
+    model: LoadedModel,
+    out: str | Path | None,
+    check_images: np.ndarray,
+    check_source: str,
+    *,
+    dtype: str = "float32",
+    test: tuple[np.ndarray, np.ndarray, str] | None = None,
+) -> ExportResult:
+    """The weights to share (weights.py): stored as `dtype`, read back from the very bytes that
+    will be written and checked against the model on `check_images`; their accuracy on `test`
+    (images, labels, dataset name), when given, goes into config.json. Only then is the folder
+    written."""
+    from cifar100.inference import build_classifier
+    from cifar100.weights import DTYPES, payload_of, weights_bytes, weights_config, write_weights_folder
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    folder = Path(out) if out is not None else default_output(model, "safetensors")
+    payload = {
+        "model": model.model_config, "classes": list(model.classes), "coarse_classes": model.coarse_classes,
+        # The data dir is a path on this machine: it means nothing where the weights are shared.
+        "fine_to_coarse": model.fine_to_coarse, "dataset": {k: v for k, v in model.dataset.items() if k != "data_dir"},
+        "normalization": {"mean": model.mean, "std": model.std}, "epoch": model.epoch,
+        "metrics": model.metrics, "temperature": model.temperature,
+    }
+    data = weights_bytes(model.classifier.net.state_dict(), dtype)
+    config = weights_config(payload, data, dtype, test=None, source=provenance(model))
+    stored = dataclasses.replace(model, classifier=build_classifier(payload_of(config, data)))
+    exported = stored.probabilities(check_images).astype(np.float64)
+    parity = check_parity(model, exported, check_images, check_source,
+                          allowed_disagreements=len(check_images) // 100 if dtype == "float16" else 0)
+    if not parity.passed:
+        raise ExportParityError(f"the {dtype} weights disagree with the model: {parity.describe()}; nothing was written")
+    if test is not None:
+        images, labels, name = test
+        scores = stored.logits(images).numpy()
+        config["test"] = {"dataset": name, "images": len(labels), "top1": topk_accuracy(scores, labels, 1),
+                          "top5": topk_accuracy(scores, labels, 5) if len(model.classes) > 5 else None}
+    config["parity"] = {"runtime": f"PyTorch, {dtype} weights read back", **asdict(parity)}
+    write_weights_folder(folder, data, config)
+    return ExportResult(folder, folder / "config.json", parity, config["test"])
+
+
+def provenance(model: LoadedModel) -> dict:
+    """Where the weights came from: the run's command, preset, seed and commit (config.json of
+    the run), the checkpoint and its epoch; a weights folder passes its own on."""
+    if model.weights_config is not None:
+        return dict(model.weights_config.get("source") or {})
+    source = {"checkpoint": model.checkpoint_path.name, "epoch": model.epoch, "cifar100_version": __version__}
+    if model.run_dir is not None:
+        from cifar100.runs import RunFolder
+
+        config = RunFolder(model.run_dir).read_config() or {}
+        source.update({"run": model.run_dir.name, **{key: config.get(key) for key in (
+            "preset", "seed", "command", "commit", "device", "started")}})
+        source["cifar100_version"] = (config.get("versions") or {}).get("cifar100", __version__)
+    return source
+
+
 # ---- images for the parity check ------------------------------------------------------------
 
 CHECK_IMAGES = 256
@@ -267,25 +346,20 @@ def check_images_from_files(paths: list[str], count: int = CHECK_IMAGES) -> tupl
     return np.stack(images), f"{len(images)} images from {', '.join(map(str, paths))}"
 
 
-def check_images_from_dataset(model: LoadedModel, count: int = CHECK_IMAGES) -> tuple[np.ndarray, str] | None:
-    """The first `count` test images of the dataset the model was trained on, when that
-    dataset is on this machine (no download is attempted); None otherwise."""
+def dataset_on_this_machine(model: LoadedModel):
+    """The dataset the model was trained on, with its test split as the run had it, when it is
+    on this machine (no download is attempted); None otherwise."""
     spec = model.dataset.get("spec")
     if not spec:
         return None
-    from cifar100.data.sources import load_dataset
+    from cifar100.data.sources import load_recorded_dataset
     from cifar100.runs import RunFolder
 
     data_dir = RunFolder(model.run_dir).data_dir() if model.run_dir is not None else None
-
     try:
-        dataset = load_dataset(spec, data_dir, download=False, quiet=True)
+        return load_recorded_dataset(model.dataset, data_dir, download=False, quiet=True)
     except (Cifar100Error, OSError):  # not on this machine (or not readable): no real images here
         return None
-    if len(dataset.test) == 0:
-        return None
-    images = dataset.test.images[:count]
-    return images, f"the first {len(images)} test images of {dataset.name}"
 
 
 def noise_check_images(count: int = 64) -> tuple[np.ndarray, str]:
@@ -294,16 +368,29 @@ def noise_check_images(count: int = 64) -> tuple[np.ndarray, str]:
     return images, f"{count} random-noise images: no real images were at hand (pass --check-images PATH)"
 
 
-def export_run(run_or_checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
-               which: str = "best", check_images: list[str] | None = None) -> ExportResult:
-    """`cifar100 export`: the run's checkpoint exported and checked against PyTorch on
-    `check_images` (paths), else the test images of its dataset when it is on this machine,
-    else random noise."""
+def export_run(source: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
+               which: str = "best", check_images: list[str] | None = None, dtype: str = "float32",
+               sha256: str | None = None) -> ExportResult:
+    """`cifar100 export`: the model at `source` (a run folder, checkpoint, weights folder or URL)
+    exported and checked against PyTorch on `check_images` (paths), else the test images of
+    its dataset when it is on this machine, else random noise. safetensors exports also record
+    their accuracy on that whole test set."""
     from cifar100.inference import load_model
 
-    model = load_model(run_or_checkpoint, which=which, device="cpu")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    model = load_model(source, which=which, device="cpu", sha256=sha256)
+    dataset = dataset_on_this_machine(model) if fmt == "safetensors" or not check_images else None
+    if dataset is not None and list(dataset.classes) != list(model.classes):
+        dataset = None  # not the classes the model knows: no accuracy to measure on it
     if check_images:
-        images, source = check_images_from_files(check_images)
+        images, check_source = check_images_from_files(check_images)
+    elif dataset is not None and len(dataset.test):
+        images = dataset.test.images[:CHECK_IMAGES]
+        check_source = f"the first {len(images)} test images of {dataset.name}"
     else:
-        images, source = check_images_from_dataset(model) or noise_check_images()
-    return export_model(model, fmt, out, images, source)
+        images, check_source = noise_check_images()
+    if fmt != "safetensors":
+        return export_model(model, fmt, out, images, check_source)
+    test = (dataset.test.images, dataset.test.labels, dataset.name) if dataset is not None and len(dataset.test) else None
+    return export_weights(model, out, images, check_source, dtype=dtype, test=test)

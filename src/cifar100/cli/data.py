@@ -16,15 +16,17 @@ tar archive of the official folder (.tar.gz, .tar.xz, .tar.bz2, .tar), or the ex
 folder (cifar-100-python/ or cifar-10-batches-py/, as torchvision or Keras leave it). Every file
 is checked against the official md5s first; nothing is installed unless all of them match.
 
-stats: images per class in the train, validation and test splits (the validation split is
-carved from the training set exactly as `train` carves it: stratified, seeded), and the mean
-and standard deviation of each colour channel on the 0..1 scale. With --out DIR it also writes
-DIR/stats.json and DIR/class_distribution.png.
+stats: images per class in the train, validation and test splits, split exactly as `train`
+splits them (an image folder's own val/ is the validation split; else it is carved from the
+training set, stratified and seeded, and a <class>/<image> folder's test split likewise), and
+the mean and standard deviation of each colour channel on the 0..1 scale. With --out DIR it
+also writes DIR/stats.json and DIR/class_distribution.png.
 
 The data dir is --data-dir, else $CIFAR100_DATA, else ~/.cache/cifar100.
 """
 
-DATASET_HELP = "cifar100 (default), cifar10, or the path of an image folder (train/<class>/*, test/<class>/*) or a .tar.gz of one"
+DATASET_HELP = ("cifar100 (default), cifar10, or the path of an image folder (<class>/*, or train/<class>/* and "
+                "test/<class>/*, with val/<class>/* optionally) or of a .tar.gz, .tar.xz or .zip of one")
 
 
 def register(subparsers) -> None:
@@ -55,8 +57,13 @@ def register(subparsers) -> None:
                            "with --out, stats.json and class_distribution.png.")
     s.add_argument("--dataset", default="cifar100", help=DATASET_HELP)
     _common(s)
-    s.add_argument("--val-size", type=int, default=5000, help="images carved from train for validation (default: 5000)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
+    s.add_argument("--val-size", type=float, default=0.1,
+                   help="images carved from train for validation: a fraction (0.1, the default) or a count (5000); "
+                   "not used when the dataset has a val/ folder")
+    s.add_argument("--test-size", type=float, default=0.2,
+                   help="images carved off a <class>/<image> folder for testing: a fraction (0.2, the default) "
+                   "or a count (500)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: 0)")
     s.add_argument("--out", metavar="DIR", help="write stats.json and class_distribution.png into DIR")
     s.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of downloading when the dataset is not in the data dir")
@@ -108,12 +115,13 @@ def run_import(args) -> int:
 
 def run_stats(args) -> int:
     from cifar100.data.sources import load_dataset
+    from cifar100.data.types import check_size
 
-    if args.val_size < 0:
-        from cifar100.errors import ConfigError
-
-        raise ConfigError(f"--val-size must be 0 or more, got {args.val_size}")
-    dataset = load_dataset(args.dataset, args.data_dir, download=args.download, quiet=args.quiet)
+    # Before the dataset is loaded: a mistake costs no download or decoding.
+    check_size(args.val_size, "--val-size")
+    check_size(args.test_size, "--test-size", allow_zero=False)
+    dataset = load_dataset(args.dataset, args.data_dir, download=args.download, quiet=args.quiet,
+                           test_size=args.test_size, split_seed=args.seed)
     stats = dataset_stats(dataset, args.val_size, args.seed)
     print(format_stats(stats))
     if args.out:
@@ -131,13 +139,13 @@ def run_stats(args) -> int:
     return 0
 
 
-def dataset_stats(dataset, val_size: int, seed: int) -> dict:
+def dataset_stats(dataset, val_size: float, seed: int) -> dict:
     """Counts per class and channel mean/std of each split, as plain JSON-ready numbers."""
     import numpy as np
 
-    from cifar100.data.types import channel_mean_std, split_train_val
+    from cifar100.data.types import channel_mean_std, training_splits
 
-    train, val = split_train_val(dataset.train, val_size, seed)
+    train, val = training_splits(dataset, val_size, seed)
     splits = {}
     for name, split in (("train", train), ("val", val), ("test", dataset.test)):
         per_class = np.bincount(split.labels, minlength=dataset.num_classes)
@@ -155,6 +163,7 @@ def dataset_stats(dataset, val_size: int, seed: int) -> dict:
         "num_classes": dataset.num_classes,
         "num_coarse_classes": len(dataset.coarse_classes) if dataset.coarse_classes else None,
         "val_size": val_size,
+        "val_from": dataset.val_from,
         "seed": seed,
         "splits": splits,
     }
@@ -168,7 +177,8 @@ def format_stats(stats: dict) -> str:
         + (f" in {stats['num_coarse_classes']} superclasses" if stats["num_coarse_classes"] else "")
         + "; "
         + ", ".join(f"{name} {splits[name]['images']:,}" for name in names)
-        + f" images (val carved from train, seed {stats['seed']})",
+        + (" images (val from the folder's own val/)" if stats["val_from"] == "folder"
+           else f" images (val carved from train, seed {stats['seed']})"),
         "",
         f"{'split':<6} {'mean R':>7} {'mean G':>7} {'mean B':>7}   {'std R':>6} {'std G':>6} {'std B':>6}   (0..1 scale)",
     ]

@@ -1,4 +1,4 @@
-"""`cifar100 predict RUN_OR_CHECKPOINT PATH...`: top-k classes for each of your images."""
+"""`cifar100 predict MODEL PATH...` (or `--pretrained PATH...`): top-k classes for each of your images."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ DESCRIPTION = """\
 Classify your own images with a trained model. PATH can be image files or folders (searched
 recursively) of anything Pillow reads: JPEG, PNG (also 16-bit, palette, with alpha), WebP,
 BMP, GIF (first frame), grayscale. Each image is centre-cropped to a square and downscaled
-to 32x32 with a good filter (--no-crop squashes the whole image instead).
+to 32x32 with a good filter (--no-crop squashes the whole image instead; a model trained on
+squashed images, center_crop=false, squashes by default).
 
 When an image sits in a folder named after one of the model's classes (photos/apple/x.jpg),
 the folder is taken as its true label: each such image is PASSED or FAILED and the accuracy
@@ -19,26 +20,29 @@ is reported. A file that cannot be read is reported and skipped.
 
 
 def register(subparsers) -> None:
+    from cifar100.cli.model_args import MODEL_HELP, add_model_arguments
     from cifar100.devices import DEVICE_CHOICES
 
     p = subparsers.add_parser(
         "predict",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="cifar100 predict [options] (MODEL | --pretrained) PATH [PATH ...]",
     )
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (uses checkpoints/best.pt) or a checkpoint file")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="image files and/or folders of images")
+    p.add_argument("positionals", metavar="MODEL PATH", nargs="*",
+                   help=f"MODEL: {MODEL_HELP} (left out with --pretrained); PATH: image files and/or folders of images")
+    add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image (default: 5)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV rows instead of a table")
-    p.add_argument("--no-crop", dest="crop", action="store_false",
-                   help="squash the whole image to a square instead of cropping its centre")
+    p.add_argument("--no-crop", dest="crop", action="store_false", default=None,
+                   help="squash the whole image to a square instead of cropping its centre "
+                   "(the default for a model trained with center_crop=false)")
     p.add_argument("--gallery", metavar="PNG", help="also draw a gallery of the images, their 32x32 view and top-3 bars")
     p.add_argument("--gallery-max", type=int, default=48, metavar="N",
                    help="at most this many images in the gallery, the first ones found (default: 48)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
     p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}",
                    help="where to run the model (default: auto: cuda, then mps, then cpu)")
     p.add_argument("--max-pixels", type=int, default=None,
@@ -47,9 +51,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cifar100.errors import ConfigError, ImageError
+    from cifar100.cli.model_args import model_source
     from cifar100.data.images import DEFAULT_MAX_PIXELS
+    from cifar100.errors import ConfigError, ImageError
 
+    source, args.paths = model_source(args, args.positionals)
+    if not args.paths:
+        raise ConfigError("give the images to classify: one or more image files or folders (PATH ...)")
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
@@ -75,7 +83,9 @@ def run(args) -> int:
         write_json_report,
     )
 
-    model = load_model(args.run, which=args.which, device=resolve_device(args.device))
+    model = load_model(source, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
+    if args.crop is None:  # photos prepared as the model's training images were
+        args.crop = bool(model.dataset.get("center_crop", True))
     files, missing = find_images(args.paths)
     if not files:
         if len(missing) == len(args.paths):

@@ -1,4 +1,4 @@
-"""`cifar100 serve RUN_OR_CHECKPOINT [--host 127.0.0.1] [--port 8000]`."""
+"""`cifar100 serve MODEL [--host 127.0.0.1] [--port 8000]` (or `--pretrained`)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ the page reachable from other machines.
 
 
 def register(subparsers) -> None:
+    from cifar100.cli.model_args import MODEL_HELP, add_model_arguments
     from cifar100.devices import DEVICE_CHOICES
 
     p = subparsers.add_parser(
         "serve",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="cifar100 serve [options] (MODEL | --pretrained)",
     )
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (uses checkpoints/best.pt) or a checkpoint file")
+    p.add_argument("positionals", metavar="MODEL", nargs="*", help=f"{MODEL_HELP} (left out with --pretrained)")
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MiB (default: 10)")
@@ -31,7 +34,6 @@ def register(subparsers) -> None:
                    help="photos decoded and classified at once (default: one per core, at most 4)")
     p.add_argument("--queue", type=int, default=None,
                    help="photos held waiting for a slot; more than that are answered 503 at once (default: 16)")
-    p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
     p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}",
                    help="where to run the model (default: auto: cuda, then mps, then cpu)")
     p.set_defaults(func=run)
@@ -41,10 +43,14 @@ def run(args) -> int:
     import uvicorn
 
     from cifar100.app.serve import DEFAULT_QUEUE, DEFAULT_SLOTS, create_app
-    from cifar100.errors import ConfigError
+    from cifar100.cli.model_args import model_source
     from cifar100.devices import resolve_device
+    from cifar100.errors import ConfigError
     from cifar100.inference import load_model
 
+    source, extra = model_source(args, args.positionals)
+    if extra:
+        raise ConfigError(f"serve takes one model, got more arguments: {' '.join(extra)}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     if not args.max_upload_mb > 0:
@@ -55,7 +61,7 @@ def run(args) -> int:
         raise ConfigError(f"--slots must be at least 1, got {slots}")
     if queue < 0:
         raise ConfigError(f"--queue must be 0 or more, got {queue}")
-    model = load_model(args.run, which=args.which, device=resolve_device(args.device))
+    model = load_model(source, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
     app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 2**20), slots=slots, queue=queue)
     where = f"http://{args.host}:{args.port}/" if args.port else "a free port (uvicorn names it below)"
     print(f"serving {model.checkpoint_path} ({len(model.classes)} classes) on {where}; Ctrl-C stops", flush=True)

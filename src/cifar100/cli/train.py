@@ -17,7 +17,10 @@ def register(subparsers) -> None:
         "metrics.json, plots/, report.html). Default preset: fast on a GPU, cpu otherwise.",
     )
     p.add_argument("--preset", help="a preset from `cifar100 presets` (default: fast on a GPU, cpu otherwise)")
-    p.add_argument("--dataset", default="cifar100", help="cifar100 (default), cifar10, or a path to an image folder / .tar.gz")
+    p.add_argument("--dataset", default="cifar100",
+                   help="cifar100 (default), cifar10, or an image folder: <class>/<image> (a test split is carved "
+                   "out, --test-size), train/<class>/<image> + test/<class>/<image> (+ val/<class>/<image>), "
+                   "as a folder or a .tar.gz, .tar.xz or .zip of one")
     p.add_argument("--data-dir", help="dataset cache (default: $CIFAR100_DATA, else ~/.cache/cifar100)")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--name", help="run name (default: <dataset>-<preset>-<timestamp>)")
@@ -25,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICE_CHOICES) + "}", help="auto (default): cuda, then mps, then cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-evaluate", action="store_true", help="skip the figures and report at the end")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to RUN/tensorboard/ (per-epoch losses, accuracies, LR; then the test metrics and "
+                   "figures): view with `tensorboard --logdir runs`; needs pip install 'cifar100[tensorboard]'")
     p.add_argument("--tta", action="store_true",
                    help="the final evaluation also reports test-time augmentation (as `evaluate --tta`), "
                    "in the same process: no second start-up and dataset load")
@@ -33,7 +39,7 @@ def register(subparsers) -> None:
         if name in ("precision", "compile"):
             continue
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=type(getattr(defaults, field)), default=None,
-                       help=f"override the preset's {field}")
+                       help=SETTING_HELP.get(name, f"override the preset's {field}"))
     p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="auto (default): bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU and MPS")
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
@@ -41,6 +47,16 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any preset field, e.g. --set cutout=8 --set model_kwargs='{\"widths\": [32, 64, 128]}'")
     p.set_defaults(func=run)
+
+
+# Flags whose values need more than "override the preset's X" to be understood.
+SETTING_HELP = {
+    "val_size": "images carved off the training set for validation: a fraction (0.1) or a count (5000); "
+    "0: none; not used when the dataset has a val/ folder",
+    "test_size": "images carved off a <class>/<image> folder for testing: a fraction (0.2) or a count (500)",
+    "init_from": "fine-tune: start from a trained model (a run folder, checkpoint, weights folder, URL, or "
+    "'pretrained' for the shipped CIFAR-100 model); its network is used, its head replaced if the classes differ",
+}
 
 
 def settings_from_args(args) -> dict:
@@ -59,7 +75,13 @@ def run(args) -> int:
     command = "cifar100 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "cifar100 train"
     if args.tta and args.no_evaluate:
         raise ConfigError("--tta is part of the final evaluation, which --no-evaluate skips; drop one of them")
-    common = {"device": args.device, "quiet": args.quiet, "data_dir": args.data_dir, "test_best": args.no_evaluate}
+    tensorboard = None
+    if args.tensorboard:
+        from cifar100.evaluation.tensorboard import TensorBoardLog
+
+        tensorboard = TensorBoardLog()
+    common = {"device": args.device, "quiet": args.quiet, "data_dir": args.data_dir, "test_best": args.no_evaluate,
+              "on_epoch": tensorboard.on_epoch if tensorboard else None}
     settings = settings_from_args(args)
     if args.resume:
         if settings or args.preset:
@@ -70,6 +92,11 @@ def run(args) -> int:
         result = train(cfg, args.dataset, preset=preset, out=args.out, name=args.name, command=command, **common)
     if result.is_main:
         report(result, evaluate=not args.no_evaluate, tta=args.tta, quiet=args.quiet)
+        if tensorboard:
+            tensorboard.add_run_results(result.run_dir, result.best_epoch)
+            tensorboard.close()
+            if not args.quiet:
+                print(f"TensorBoard logs in {tensorboard.path}: tensorboard --logdir {result.run_dir.parent}", file=sys.stderr)
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Fetch a URL into the cache with a progress bar, resume, retries and md5 verification.
+"""Fetch a URL into the cache with a progress bar, resume, retries and checksum verification
+(md5 for the official CIFAR archives, which publish md5s; sha256 for shared weights).
 
-The bytes go to `<name>.part` and only a file whose md5 matches is renamed to `<name>`, so a
+The bytes go to `<name>.part` and only a file whose checksum matches is renamed to `<name>`, so a
 file under the final name is always a verified one (or one a user placed there by hand, which
 the caller verifies before use). A transfer that breaks off is resumed with an HTTP Range
 request from the end of the `.part` file; a server that ignores Range gets a clean restart. A
 `.part` left by a failed run is resumed by the next one.
 
 Anything that cannot be fixed by trying again (no network, connection refused, HTTP 404, a
-checksum that does not match) ends in ONE `DownloadError` naming the URL, the expected md5 and
+checksum that does not match) ends in ONE `DownloadError` naming the URL, the expected checksum and
 the exact path where the file can be placed by hand. Only urllib is used: no extra dependency.
 """
 
@@ -37,34 +38,40 @@ class _TransientError(Exception):
     """A failure that another attempt (resuming from the .part file) may get past."""
 
 
-def file_md5(path: str | Path, chunk_size: int = CHUNK_SIZE) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: str | Path, algorithm: str = "md5", chunk_size: int = CHUNK_SIZE) -> str:
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def manual_download_hint(url: str, md5: str, dest: Path, size: int | None = None) -> str:
+def file_md5(path: str | Path, chunk_size: int = CHUNK_SIZE) -> str:
+    return file_digest(path, "md5", chunk_size)
+
+
+def manual_download_hint(url: str, checksum: str, dest: Path, size: int | None = None, algorithm: str = "md5") -> str:
     size_text = f", {size:,} bytes" if size else ""
+    mirror = ", or set CIFAR100_MIRROR to a server that has it" if algorithm == "md5" else ""
     return (
-        f"You can download {url} yourself (md5 {md5}{size_text}) and place it at {dest}, "
-        f"or set CIFAR100_MIRROR to a server that has it; then run the command again."
+        f"You can download {url} yourself ({algorithm} {checksum}{size_text}) and place it at {dest}"
+        f"{mirror}; then run the command again."
     )
 
 
 def download_file(
     url: str,
     dest: str | Path,
-    md5: str,
+    checksum: str,
     *,
+    algorithm: str = "md5",
     size: int | None = None,
     quiet: bool = False,
     attempts: int = 3,
     timeout: float = 60.0,
     retry_wait: float = 1.0,
 ) -> Path:
-    """Download `url` to `dest` and verify its md5; returns `dest`.
+    """Download `url` to `dest` and verify its `algorithm` (md5, sha256) checksum; returns `dest`.
 
     `size` (expected bytes, optional) only improves the progress bar and the error message.
     `attempts`: requests in all while failures are of the kind a retry may fix (a transfer
@@ -72,7 +79,7 @@ def download_file(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    hint = manual_download_hint(url, md5, dest, size)
+    hint = manual_download_hint(url, checksum, dest, size, algorithm)
     restarted_after_bad_checksum = False
     last_problem = "no attempt was made"
     attempt = 0
@@ -89,8 +96,8 @@ def download_file(
         except DownloadError as exc:
             raise DownloadError(f"{exc}. {hint}") from None
 
-        actual = file_md5(part)
-        if actual == md5:
+        actual = file_digest(part, algorithm)
+        if actual == checksum.lower():
             os.replace(part, dest)
             return dest
         part.unlink(missing_ok=True)
@@ -101,10 +108,26 @@ def download_file(
             attempt -= 1
             continue
         raise DownloadError(
-            f"the file downloaded from {url} has md5 {actual}, expected {md5}; it was deleted. {hint}"
+            f"the file downloaded from {url} has {algorithm} {actual}, expected {checksum}; it was deleted. {hint}"
         )
     # The .part file stays: the next run resumes from it instead of starting again.
     raise DownloadError(f"could not download {url} after {attempts} attempts ({last_problem}). {hint}")
+
+
+def fetch_small_file(url: str, limit: int, *, timeout: float = 60.0) -> bytes:
+    """The bytes at `url` (at most `limit` of them), for a small file with no checksum of its
+    own, such as the config.json that carries a weights file's sha256."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise DownloadError(f"could not download {url}: {getattr(exc, 'reason', exc)}") from None
+    if len(data) > limit:
+        raise DownloadError(f"{url} is larger than the {limit:,} bytes such a file can be")
+    return data
 
 
 def _transfer(url: str, part: Path, offset: int, *, size: int | None, quiet: bool, timeout: float) -> None:
@@ -118,7 +141,7 @@ def _transfer(url: str, part: Path, offset: int, *, size: int | None, quiet: boo
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
-            # The .part is already as long as the file (or longer): let the md5 decide, and a
+            # The .part is already as long as the file (or longer): let the checksum decide, and a
             # bad one starts over.
             if size is None or offset >= size:
                 return

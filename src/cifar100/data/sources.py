@@ -1,10 +1,11 @@
-"""Every dataset source (CIFAR-100, CIFAR-10, an image folder or .tar.gz of one) by the name
-the user gives it (`--dataset`), and where they are cached."""
+"""Every dataset source (CIFAR-100, CIFAR-10, an image folder or an archive of one) by the name
+the user gives it (`--dataset`), and where they are cached; a run's dataset again, split as it was."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from cifar100.data.cifar_archives import archive_spec, load_cifar
 from cifar100.data.image_folder import is_image_folder_source, load_image_folder
@@ -22,11 +23,21 @@ def default_data_dir() -> Path:
 
 
 def load_dataset(
-    spec: str, data_dir: str | Path | None = None, download: bool = True, quiet: bool = False
+    spec: str,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    quiet: bool = False,
+    *,
+    test_size: float = 0.2,
+    split_seed: int = 0,
+    center_crop: bool = True,
 ) -> Dataset:
     """The dataset named by `spec`: "cifar100" (default), "cifar10", or the path of an image
-    folder or a .tar.gz of one. Archives are downloaded (unless download=False), verified and
-    extracted into `data_dir` on first use; image folders are decoded once and cached there."""
+    folder or an archive of one (see image_folder.py). Archives are downloaded (unless
+    download=False), verified and extracted into `data_dir` on first use; image folders are
+    decoded once and cached there. `test_size` and `split_seed` carve the test split of a
+    `<class>/<image>` folder, `center_crop` says how an image folder's photos become 32x32; the
+    CIFAR archives, which come split and 32x32, do not use them."""
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     name = str(spec).strip()
     if name.lower() in ("cifar100", "cifar10"):
@@ -35,7 +46,26 @@ def load_dataset(
     if not is_image_folder_source(path):
         raise ConfigError(
             f"unknown dataset {spec!r}: use cifar100, cifar10, or the path of an image folder "
-            f"(train/<class>/*, test/<class>/*) or of a .tar.gz of one"
+            f"(<class>/<image>, or train/<class>/<image> and test/<class>/<image>, with val/<class>/<image> "
+            f"optionally) or of a .tar.gz, .tar.xz or .zip of one"
             + ("" if path.exists() else f" ({path} does not exist)")
         )
-    return load_image_folder(path, data_dir, quiet=quiet)
+    return load_image_folder(path, data_dir, quiet=quiet, test_size=test_size, split_seed=split_seed,
+                             center_crop=center_crop)
+
+
+def load_recorded_dataset(
+    info: dict[str, Any], data_dir: str | Path | None, *, download: bool = True, quiet: bool = False
+) -> Dataset:
+    """The dataset a run was trained on, split as it was: `info` is the run's recorded dataset
+    info (config.json's and the checkpoints' "dataset"), whose spec, test_size, split_seed and
+    center_crop evaluation, export and resume all reload with, so they see the run's own test
+    split. Runs from before these options were recorded used the defaults."""
+    spec = info.get("spec")
+    if not spec:
+        raise ConfigError("the run's dataset info does not say which dataset it was trained on (no spec)")
+    return load_dataset(
+        spec, data_dir, download=download, quiet=quiet,
+        test_size=info.get("test_size", 0.2), split_seed=int(info.get("split_seed") or 0),
+        center_crop=bool(info.get("center_crop", True)),
+    )

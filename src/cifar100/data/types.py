@@ -3,7 +3,9 @@ labels per split, plus the operations on it that do not care where it came from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
 import numpy as np
 
 from cifar100.errors import ConfigError
@@ -31,10 +33,17 @@ class Dataset:
     test: Split
     coarse_classes: list[str] | None = None
     spec: str = ""  # what the user passed to --dataset, to load it again later
+    val: Split | None = None  # a validation split the source provides (an image folder's val/)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def val_from(self) -> str:
+        """Where a run's validation split comes from: "folder" (the source's own, `val`) or
+        "train" (carved off the training images by `training_splits`)."""
+        return "folder" if self.val is not None else "train"
 
     @property
     def fine_to_coarse(self) -> list[int] | None:
@@ -47,28 +56,80 @@ class Dataset:
         return mapping.tolist()
 
 
-def split_train_val(train: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
-    """Carve a stratified validation split off the training set (the same share of every
-    class), seeded, so model selection never looks at the test set."""
-    if val_size <= 0:
-        return train, Split(train.images[:0], train.labels[:0], None if train.coarse_labels is None else train.coarse_labels[:0])
-    if val_size >= len(train):
-        raise ConfigError(f"validation size {val_size} must be smaller than the training set ({len(train)} images)")
+def check_size(size: float, what: str, *, allow_zero: bool = True) -> None:
+    """A split size is a fraction of the images below 1 (0.1) or a whole count from 1 up (5000);
+    0 means no split, where `allow_zero`. Anything else is a ConfigError naming `what`."""
+    if not 0 <= size < math.inf:  # NaN fails this too
+        raise ConfigError(f"{what} must be >= 0, got {_shown(size)}")
+    if size == 0 and not allow_zero:
+        raise ConfigError(f"{what} must be a fraction in (0, 1) (0.2) or a whole count >= 1 (500), got 0")
+    if size >= 1 and not float(size).is_integer():
+        raise ConfigError(f"{what} {_shown(size)} is neither a fraction below 1 (0.1) nor a whole count (5000)")
+
+
+def split_count(size: float, n: int, what: str, of: str = "the training set") -> int:
+    """How many of `n` images a split size asks for: a fraction below 1 of them (rounded half
+    up, and at least one), a whole count from 1 up as it is, 0 none. The split must leave
+    images behind: a count that takes all of them is a ConfigError naming `what` and `of`."""
+    check_size(size, what)
+    if size == 0:
+        return 0
+    count = int(size) if size >= 1 else max(1, math.floor(size * n + 0.5))
+    if count >= n:
+        asked = _shown(size) if size >= 1 else f"{_shown(size)} ({count} images)"
+        raise ConfigError(f"{what} {asked} must be smaller than {of} ({n} images)")
+    return count
+
+
+def _shown(size: float) -> str:
+    """A size as the user wrote it: 5000, not 5000.0."""
+    return str(int(size)) if math.isfinite(size) and float(size).is_integer() else f"{size:g}"
+
+
+def stratified_split(split: Split, count: int, seed: int = 0, *, keep_one_each: bool = False) -> tuple[Split, Split]:
+    """Take `count` images off `split`: the same share of every class, chosen at random with
+    `seed`. Returns (the rest, the taken). The shares are rounded by largest remainder, so they
+    sum exactly to `count`; with `keep_one_each`, every class keeps at least one image on each
+    side (a test split carved from a folder), which can move the total by a few images. Every
+    class then needs at least two images: the caller checks that and names the classes."""
+    if count <= 0:
+        return split, split.subset(np.zeros(0, dtype=np.int64))
+    if count >= len(split):
+        raise ConfigError(f"a split of {count} images must be smaller than the {len(split)} images it is taken from")
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(train.labels, return_counts=True)
-    # Largest-remainder allocation: per-class shares that sum exactly to val_size.
-    exact = counts * (val_size / len(train))
+    classes, counts = np.unique(split.labels, return_counts=True)
+    # Largest-remainder allocation: per-class shares that sum exactly to count.
+    exact = counts * (count / len(split))
     take = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - take), kind="stable")[: val_size - take.sum()]:
+    for i in np.argsort(-(exact - take), kind="stable")[: count - take.sum()]:
         take[i] += 1
-    val_index = []
+    if keep_one_each:
+        take = np.minimum(np.maximum(take, 1), counts - 1)
+    taken = []
     for cls, k in zip(classes, take):
-        members = np.flatnonzero(train.labels == cls)
-        val_index.append(rng.choice(members, size=k, replace=False))
-    val_index = np.sort(np.concatenate(val_index))
-    mask = np.ones(len(train), dtype=bool)
-    mask[val_index] = False
-    return train.subset(np.flatnonzero(mask)), train.subset(val_index)
+        members = np.flatnonzero(split.labels == cls)
+        taken.append(rng.choice(members, size=k, replace=False))
+    taken = np.sort(np.concatenate(taken))
+    rest = np.ones(len(split), dtype=bool)
+    rest[taken] = False
+    return split.subset(np.flatnonzero(rest)), split.subset(taken)
+
+
+def split_train_val(train: Split, val_size: float, seed: int = 0) -> tuple[Split, Split]:
+    """Carve a stratified validation split off the training set (the same share of every
+    class), seeded, so model selection never looks at the test set. `val_size`: a fraction
+    below 1 (0.1) or a whole count (5000); 0 gives an empty validation split."""
+    return stratified_split(train, split_count(val_size, len(train), "validation size"), seed)
+
+
+def training_splits(dataset: Dataset, val_size: float, split_seed: int) -> tuple[Split, Split]:
+    """A run's training and validation images: the dataset's own validation split when it has
+    one (an image folder's val/; val_size is then not used), else `val_size` carved off its
+    training images. Training, evaluation and `cifar100 data stats` all ask here, so they
+    always see the same split."""
+    if dataset.val is not None:
+        return dataset.train, dataset.val
+    return split_train_val(dataset.train, val_size, split_seed)
 
 
 def channel_mean_std(images: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifar100.data.types import Dataset, Split, split_train_val
+from cifar100.data.types import Dataset, Split, training_splits
 from cifar100.errors import CheckpointError, DatasetError
 from cifar100.evaluation.gradcam import grad_cam
 from cifar100.evaluation.metrics import SplitMetrics, split_metrics, superclass_order
@@ -35,15 +35,15 @@ GRADCAM_IMAGES = 8
 
 
 def load_evaluation_dataset(model: LoadedModel, data_dir: str | None, quiet: bool) -> Dataset:
-    """The dataset the model was trained on, from `data_dir`, else the run's own data dir."""
-    from cifar100.data.sources import load_dataset
+    """The dataset the model was trained on, split as its run split it (the same carved test
+    split of a <class>/<image> folder), from `data_dir`, else the run's own data dir."""
+    from cifar100.data.sources import load_recorded_dataset
 
-    spec = model.dataset.get("spec")
-    if not spec:
+    if not model.dataset.get("spec"):
         raise CheckpointError(f"{model.checkpoint_path} does not say which dataset it was trained on")
     if data_dir is None and model.run_dir is not None:
         data_dir = RunFolder(model.run_dir).data_dir()
-    return load_dataset(spec, data_dir, quiet=quiet)
+    return load_recorded_dataset(model.dataset, data_dir, quiet=quiet)
 
 
 def check_same_classes(model: LoadedModel, dataset: Dataset) -> None:
@@ -56,12 +56,11 @@ def check_same_classes(model: LoadedModel, dataset: Dataset) -> None:
 
 
 def train_val_splits(model: LoadedModel, dataset: Dataset) -> tuple[Split, Split | None]:
-    """The run's own training and validation images: the seeded split it selected its
-    checkpoint on (no validation split when the run used none)."""
-    val_size = int(model.dataset.get("val_size") or 0)
-    if val_size <= 0:
-        return dataset.train, None
-    return split_train_val(dataset.train, val_size, seed=int(model.dataset.get("split_seed") or 0))
+    """The run's own training and validation images: the split it selected its checkpoint on,
+    chosen as training chose it (`training_splits`); no validation split when the run used none."""
+    info = model.dataset
+    train, val = training_splits(dataset, float(info.get("val_size") or 0), int(info.get("split_seed") or 0))
+    return train, (val if len(val) else None)
 
 
 # ---------------------------------------------------------------------------------------------

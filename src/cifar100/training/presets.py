@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cifar100.data.types import check_size
 from cifar100.devices import PRECISION_CHOICES
 from cifar100.errors import ConfigError
 
@@ -23,7 +24,8 @@ SETTING_NAMES = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed", "optimizer": "optimizer",
     "schedule": "schedule", "weight_decay": "weight_decay", "label_smoothing": "label_smoothing",
     "mixup_alpha": "mixup_alpha", "cutmix_alpha": "cutmix_alpha", "model_ema": "ema_decay",
-    "grad_clip": "grad_clip", "val_size": "val_size", "precision": "precision", "compile": "compile",
+    "grad_clip": "grad_clip", "val_size": "val_size", "test_size": "test_size", "precision": "precision",
+    "compile": "compile", "init_from": "init_from",
 }
 
 
@@ -78,10 +80,18 @@ class TrainConfig:
     progressive_epochs: int = 0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    # Data and run.
-    val_size: int = 5000
-    split_seed: int = 0  # the validation split's seed, fixed so seeds compare on the same split
+    # Data and run. A split size is a fraction below 1 (0.1) or a whole count (5000); 0.1 of
+    # CIFAR-100's 50,000 training images is the same 5,000-image split as the count 5000.
+    val_size: float = 0.1  # carved off the training images, unless the dataset has a val/ folder
+    test_size: float = 0.2  # carved off a <class>/<image> folder, which has no test/ of its own
+    # An image folder's photos that are not 32x32: centre-cropped to a square, then downscaled
+    # (as `predict` does); False squashes the whole photo (as `predict --no-crop`).
+    center_crop: bool = True
+    split_seed: int = 0  # the carved splits' seed, fixed so seeds compare on the same split
     seed: int = 0
+    # Start from a trained model (training/finetune.py): a run folder, checkpoint, weights folder,
+    # URL, or "pretrained"; its network replaces `model`/`model_kwargs`. "" = from scratch.
+    init_from: str = ""
     compile: bool = False  # torch.compile the model (CUDA only; the first epoch pays for it)
     channels_last: bool = True  # NHWC activations: much faster on CPUs (oneDNN) and on GPUs
     precision: str = "auto"  # auto | 32 | bf16 | 16: see devices.choose_precision
@@ -115,7 +125,8 @@ class TrainConfig:
         need(self.progressive_size == 0 or 8 <= self.progressive_size <= 32,
              f"progressive size must be 0 (off) or 8..32 pixels, got {self.progressive_size}")
         need(self.progressive_epochs >= 0, f"progressive epochs must be >= 0, got {self.progressive_epochs}")
-        need(self.val_size >= 0, f"validation size must be >= 0, got {self.val_size}")
+        check_size(self.val_size, "validation size")
+        check_size(self.test_size, "test size", allow_zero=False)
         # numpy's generators (the validation split) take no negative seed.
         need(self.seed >= 0 and self.split_seed >= 0, f"seeds must be >= 0, got seed={self.seed}, split_seed={self.split_seed}")
         need(isinstance(self.model_kwargs, dict),
@@ -159,8 +170,13 @@ class TrainConfig:
         for name, value in overrides.items():
             if name not in fields:
                 raise ConfigError(f"unknown setting {name!r}; settings: {', '.join(fields)}")
-            values[name] = _coerce(name, value, type(getattr(self, name)))
+            # The default's type, not the current value's: a preset's count (val_size=100) must
+            # not turn the field into an int that refuses a fraction.
+            values[name] = _coerce(name, value, type(getattr(_DEFAULTS, name)))
         return dataclasses.replace(self, **values)
+
+
+_DEFAULTS = TrainConfig()
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:

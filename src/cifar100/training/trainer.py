@@ -10,6 +10,7 @@ schedule, EMA and history are in the checkpoint, and every epoch's randomness is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import sys
@@ -30,14 +31,16 @@ from torch import nn
 from cifar100 import __version__
 from cifar100.checkpoint import load_checkpoint, save_checkpoint
 from cifar100.data.loader import Augment, Batch, DeviceLoader
-from cifar100.data.types import Dataset, channel_mean_std, split_train_val
+from cifar100.data.types import Dataset, channel_mean_std, training_splits
 from cifar100.devices import choose_precision, describe_device, resolve_device
 from cifar100.errors import CheckpointError, ConfigError, TrainingDiverged
 from cifar100.runs import RunFolder, default_run_name, selection_score
 from cifar100.training.calibration import fit_temperature
 from cifar100.training.models import check_model_settings, count_parameters, create_model
 from cifar100.training.optim import EMA, LearningRate, Lookahead, build_optimizer
-from cifar100.training.presets import TrainConfig, configure, default_preset, get_preset
+from cifar100.training.finetune import PRETRAINED, architecture_of, load_initial_weights, read_init_source
+from cifar100.weights import is_url
+from cifar100.training.presets import TrainConfig, configure, default_preset, get_preset, settings_to_fields
 from cifar100.training.runtime import Runtime, compile_or_eager, start_runtime
 
 # ---------------------------------------------------------------------------------------------
@@ -144,14 +147,23 @@ class Trainer:
         self.autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_grad_scaler)
 
-        train, val = split_train_val(dataset.train, cfg.val_size, seed=cfg.split_seed)
+        train, val = training_splits(dataset, cfg.val_size, cfg.split_seed)
         if len(train) < cfg.batch_size * runtime.world_size and len(train) > 0:
             # A batch larger than the data would make every epoch a single partial step.
             cfg = self.cfg = cfg.with_overrides(batch_size=max(1, len(train) // runtime.world_size))
-        self.mean, self.std = channel_mean_std(train.images)
+        # A fine-tuned run normalises with the statistics the source's features were learned under
+        # (on --resume too, so the loaders match the weights).
+        init_source = read_init_source(cfg.init_from, quiet=quiet) if cfg.init_from else None
+        if init_source is not None:
+            norm = init_source.payload["normalization"]
+            self.mean, self.std = list(norm["mean"]), list(norm["std"])
+        else:
+            self.mean, self.std = channel_mean_std(train.images)
+        # What evaluation, export and resume reload the dataset with (sources.load_recorded_dataset),
+        # so they see this run's test split; val_from: "folder" (its val/, val_size unused) or "train".
         self.dataset_info = {
-            "spec": dataset.spec, "name": dataset.name, "data_dir": data_dir,
-            "val_size": cfg.val_size, "split_seed": cfg.split_seed, "num_classes": dataset.num_classes,
+            "spec": dataset.spec, "name": dataset.name, "data_dir": data_dir, **_split_options(cfg),
+            "val_size": cfg.val_size, "val_from": dataset.val_from, "num_classes": dataset.num_classes,
             "train_images": len(train), "val_images": len(val), "test_images": len(dataset.test),
         }
         channels_last = cfg.channels_last
@@ -170,7 +182,17 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model_spec = {"arch": cfg.model, "kwargs": {**cfg.model_kwargs, "num_classes": dataset.num_classes}}
         net = create_model(cfg.model, **self.model_spec["kwargs"])
-        if getattr(net, "whiten", None) is not None and not resume:
+        self.init = None  # what --init-from loaded, for config.json
+        if init_source is not None and not resume:
+            replaced = load_initial_weights(net, init_source, dataset.classes)
+            self.init = {"source": cfg.init_from, "weights": str(init_source.path),
+                         "source_classes": len(init_source.payload["classes"]), "head_replaced": replaced}
+            if not quiet and runtime.is_main:
+                head = (f"its head replaced for this dataset's {dataset.num_classes} classes" if replaced
+                        else "all of it, head included (same classes)")
+                print(f"starting from {cfg.init_from} ({len(init_source.payload['classes'])} classes): {head}",
+                      file=sys.stderr, flush=True)
+        if getattr(net, "whiten", None) is not None and not resume and not cfg.init_from:
             # Fitted on batches made exactly as training makes them (the loader's normalisation).
             sample = train.subset(np.arange(min(5000, len(train))))
             net.whiten.fit(next(DeviceLoader(sample, 5000, torch.device("cpu"), self.mean, self.std).epoch()).inputs)
@@ -281,6 +303,8 @@ class Trainer:
                 "python": platform.python_version(),
             },
             "command": self.command,
+            "commit": source_commit(),
+            "init_from": self.init,
             "started": datetime.now().isoformat(timespec="seconds"),
         })
 
@@ -458,6 +482,24 @@ class Trainer:
         return test_acc
 
 
+def source_commit() -> str | None:
+    """The git commit of the code doing the training, when it runs from a git checkout (an
+    editable install): part of a run's provenance, and of the weights exported from it."""
+    import subprocess
+
+    package = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def configure_run(preset: str | None, settings: dict[str, Any], device: str = "auto") -> tuple[str, TrainConfig]:
     """The preset (default: fast on a GPU, cpu otherwise) with the user's settings applied
     (by the names in SETTING_NAMES, or any field's own), validated, and its model built once:
@@ -466,6 +508,15 @@ def configure_run(preset: str | None, settings: dict[str, Any], device: str = "a
     if preset is None:
         preset = default_preset(gpu=resolve_device(device).type == "cuda")
     cfg = configure(get_preset(preset), settings)
+    if cfg.init_from:
+        # The weights decide the network: a preset's own model settings give way to them.
+        chosen = {"model", "model_kwargs"} & set(settings_to_fields(settings))
+        if chosen:
+            raise ConfigError(f"--init-from brings its own network; drop the {' and '.join(sorted(chosen))} setting")
+        arch, kwargs = architecture_of(read_init_source(cfg.init_from))
+        # A local path is recorded absolute, so --resume finds it from any folder.
+        init_from = cfg.init_from if is_url(cfg.init_from) or cfg.init_from == PRETRAINED else str(Path(cfg.init_from).resolve())
+        cfg = dataclasses.replace(cfg, model=arch, model_kwargs=kwargs, init_from=init_from)
     check_model_settings(cfg.model, cfg.model_kwargs)
     return preset, cfg
 
@@ -491,7 +542,7 @@ def train(
     holds it already (tests and benchmarks)."""
     cfg.validate()
     with _runtime(device) as runtime:
-        dataset = dataset or _load(dataset_spec, data_dir, quiet, runtime)
+        dataset = dataset or _load({"spec": dataset_spec, **_split_options(cfg)}, data_dir, quiet, runtime)
         run = RunFolder(Path(out) if out else Path("runs") / (name or default_run_name(dataset.name, preset)))
         if runtime.is_main and run.has_run:
             raise ConfigError(
@@ -521,7 +572,7 @@ def resume(
     cfg = TrainConfig.from_dict(saved["config"])
     data_dir = data_dir or run.data_dir()
     with _runtime(device) as runtime:
-        dataset = dataset or _load(saved["dataset"]["spec"], data_dir, quiet, runtime)
+        dataset = dataset or _load(saved["dataset"], data_dir, quiet, runtime)
         trainer = Trainer(cfg, dataset, run.root, runtime, preset=saved.get("preset", "custom"), data_dir=data_dir,
                           quiet=quiet, command=saved.get("command", ""), resume=True, on_epoch=on_epoch)
         trainer.load_train_state(load_checkpoint(run.last, map_location="cpu"))
@@ -540,13 +591,20 @@ def _runtime(device: str):
             dist.destroy_process_group()
 
 
-def _load(dataset_spec: str, data_dir: str | None, quiet: bool, runtime: Runtime) -> Dataset:
-    """Rank 0 downloads and extracts; the others wait, then read the verified cache."""
-    from cifar100.data.sources import load_dataset
+def _split_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings, besides its spec, that a dataset is loaded and split with, by the names a
+    run's dataset info records them under."""
+    return {"test_size": cfg.test_size, "split_seed": cfg.split_seed, "center_crop": cfg.center_crop}
 
-    dataset = load_dataset(dataset_spec, data_dir, quiet=quiet) if runtime.is_main else None
+
+def _load(recorded: dict[str, Any], data_dir: str | None, quiet: bool, runtime: Runtime) -> Dataset:
+    """The dataset `recorded` names (a spec and _split_options, as a run's dataset info holds
+    them). Rank 0 downloads and extracts; the others wait, then read the verified cache."""
+    from cifar100.data.sources import load_recorded_dataset
+
+    dataset = load_recorded_dataset(recorded, data_dir, quiet=quiet) if runtime.is_main else None
     runtime.barrier()
-    return dataset if runtime.is_main else load_dataset(dataset_spec, data_dir, quiet=True)
+    return dataset if runtime.is_main else load_recorded_dataset(recorded, data_dir, quiet=True)
 
 
 def _finish(trainer: Trainer, dataset: Dataset, data_dir: str | None, test_best: bool) -> TrainResult:
