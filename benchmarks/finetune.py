@@ -28,21 +28,24 @@ SHARED_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10
 
 
 def build_folder(archive: Path, root: Path, per_class: int) -> Path:
-    """train/<class>/ with the first `per_class` images of each class, test/<class>/ all of them."""
-    members: dict[tuple[str, str], list[tarfile.TarInfo]] = {}
-    with tarfile.open(archive) as tar:
+    """train/<class>/ with the first `per_class` images of each class, test/<class>/ all of them.
+    Two sequential passes over the archive: names first, then the chosen members' bytes (a
+    gzip stream cannot seek back to a member cheaply)."""
+    names: dict[tuple[str, str], list[str]] = {}
+    with tarfile.open(archive, "r|gz") as tar:
         for member in tar:
             parts = Path(member.name).parts
             if member.isfile() and len(parts) >= 3 and parts[-3] in ("train", "test"):
-                members.setdefault((parts[-3], parts[-2]), []).append(member)
-        for (split, name), found in members.items():
-            chosen = sorted(found, key=lambda m: m.name)
-            if split == "train":
-                chosen = chosen[:per_class]
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for member in chosen:
-                (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+                names.setdefault((parts[-3], parts[-2]), []).append(member.name)
+    chosen = {name for (split, _), found in names.items()
+              for name in (sorted(found)[:per_class] if split == "train" else found)}
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            if member.name in chosen:
+                parts = Path(member.name).parts
+                target = root / parts[-3] / parts[-2] / parts[-1]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
     return root
 
 

@@ -8,6 +8,7 @@ checkpoints; a `Run` reads that folder.
     run.plot_history()                              # a matplotlib Figure, shown inline
     run.show_predictions(16)                        # random test images, PASSED/FAILED
     run.predict("photo.jpg")                        # top-5 classes, calibrated
+    cifar100.load_pretrained().predict("photo.jpg") # the CIFAR-100 model shipped with the package
 """
 
 from __future__ import annotations
@@ -143,10 +144,11 @@ class Model:
         accuracy = f", test top-1 {test['top1']:.2%}" if test.get("top1") is not None else ""
         return f"Model({self.source!r}: {self.model.model_config.get('arch')}, {len(self.classes)} classes{accuracy})"
 
-    def predict(self, images: Any, top_k: int = 5, crop: bool = True) -> list[dict[str, Any]]:
+    def predict(self, images: Any, top_k: int = 5, crop: bool | None = None) -> list[dict[str, Any]]:
         """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
         of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
-        prepared as `cifar100 predict` prepares them (centre crop unless crop=False, 32x32)."""
+        prepared as `cifar100 predict` prepares them: 32x32, centre-cropped unless crop=False (the
+        default follows the model's training images: squashed for center_crop=false)."""
         return predict_images(self.model, images, top_k, crop)
 
     def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
@@ -156,12 +158,14 @@ class Model:
         return export_run(self.source, format, out, dtype=dtype).path
 
 
-def predict_images(model, images: Any, top_k: int, crop: bool) -> list[dict[str, Any]]:
+def predict_images(model, images: Any, top_k: int, crop: bool | None) -> list[dict[str, Any]]:
     """`Run.predict` and `Model.predict`: top-k (class, probability) pairs per image."""
     from PIL import Image
 
     from cifar100.data.images import to_model_input
 
+    if crop is None:
+        crop = bool(model.dataset.get("center_crop", True))
     items = images if isinstance(images, (list, tuple)) else [images]
     inputs, names = [], []
     for item in items:
@@ -284,10 +288,11 @@ class Run:
 
     # -- predictions on the user's images ----------------------------------------------------
 
-    def predict(self, images: Any, top_k: int = 5, crop: bool = True) -> list[dict[str, Any]]:
+    def predict(self, images: Any, top_k: int = 5, crop: bool | None = None) -> list[dict[str, Any]]:
         """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
         of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
-        prepared as `cifar100 predict` prepares them (centre crop unless crop=False, 32x32)."""
+        prepared as `cifar100 predict` prepares them: 32x32, centre-cropped unless crop=False (the
+        default follows the model's training images: squashed for center_crop=false)."""
         return predict_images(self.model, images, top_k, crop)
 
     def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
