@@ -157,6 +157,13 @@ def test_stats_of_a_folder_with_its_own_validation_split(tmp_path):
     assert "train 15, val 6, test 9 images (val from the folder's own val/)" in result.stdout.splitlines()[0]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["val_from"] == "folder" and stats["splits"]["val"]["per_class"] == {"cat": 2, "dog": 2, "fox": 2}
+    assert "warning" not in result.stderr
+    # A --val-size the val/ folder leaves unused: told in one line, and the run goes on.
+    result = cifar100_cli("data", "stats", "--dataset", pets, "--data-dir", tmp_path / "data", "--val-size", 0.3)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "warning" in line] == [
+        ("cifar100: warning: val_size 0.3 is not used: the dataset 'pets' has its own val/ (or validation/) folder, "
+         "which is the validation split")]
 
 
 def test_stats_of_class_folders_carves_test_and_validation(tmp_path):

@@ -29,6 +29,7 @@ from cifar100.data.cifar_archives import (
 )
 from cifar100.data.sources import DATA_DIR_ENV, default_data_dir, load_dataset
 from cifar100.data.types import (
+    DEFAULT_VAL_SIZE,
     Dataset,
     Split,
     channel_mean_std,
@@ -346,3 +347,17 @@ def test_a_dataset_s_own_validation_split_is_used_as_it_is():
     _, val = training_splits(dataset, 0.1, 3)
     assert dataset.val_from == "train"
     assert np.array_equal(val.images, split_train_val(train, 5000, 3)[1].images)
+
+
+def test_a_val_size_the_val_folder_leaves_unused_is_told():
+    split = Split(np.zeros((6, 32, 32, 3), np.uint8), np.arange(6) % 2)
+    dataset = Dataset("pets", ["cat", "dog"], split, split, val=split.subset(np.arange(2)))
+    told: list[str] = []
+    training_splits(dataset, DEFAULT_VAL_SIZE, 0, warn=told.append)  # the default: nothing to tell
+    assert told == []
+    training_splits(dataset, 100, 0, warn=told.append)
+    assert told == [("val_size 100 is not used: the dataset 'pets' has its own val/ (or validation/) folder, "
+                     "which is the validation split")]
+    dataset.val = None  # carved: val_size is used
+    training_splits(dataset, 0.5, 0, warn=told.append)
+    assert len(told) == 1

@@ -326,6 +326,27 @@ def test_dataset_passed_in_must_match_the_model(hand_built_run, synthetic_folder
         evaluate_run(tmp_path / "missing.pt", quiet=True)
 
 
+def test_a_dataset_that_gained_or_lost_its_val_folder_is_refused():
+    from types import SimpleNamespace
+
+    from cifar100.evaluation.evaluate import train_val_splits
+
+    split = Split(np.zeros((6, 32, 32, 3), np.uint8), np.arange(6) % 2)
+    with_val = Dataset("pets", ["cat", "dog"], split, split, spec="/data/pets", val=split.subset(np.arange(2)))
+    without = Dataset("pets", ["cat", "dog"], split, split, spec="/data/pets")
+
+    def model(val_from: str) -> SimpleNamespace:
+        info = {"spec": "/data/pets", "val_size": 0.5, "split_seed": 0, "val_from": val_from}
+        return SimpleNamespace(checkpoint_path=Path("run/best.pt"), dataset=info)
+
+    with pytest.raises(DatasetError, match=r"had its own val/ folder, and now it has none: the dataset changed"):
+        train_val_splits(model("folder"), without)
+    with pytest.raises(DatasetError, match=r"had no val/ folder, and now it has one: the dataset changed"):
+        train_val_splits(model("train"), with_val)
+    assert train_val_splits(model("folder"), with_val)[1] is with_val.val
+    assert len(train_val_splits(model("train"), without)[1]) == 3
+
+
 # --- Grad-CAM ---------------------------------------------------------------------------------
 
 

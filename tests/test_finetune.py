@@ -52,17 +52,20 @@ def test_same_classes_keep_the_head_too(synthetic_run, synthetic_folder, tmp_pat
 
 def test_init_from_through_the_command_line(synthetic_run, synthetic_folder, tmp_path):
     data = three_class_folder(synthetic_folder, tmp_path / "three")
+    source = shutil.copytree(synthetic_run, tmp_path / "source")
     out = tmp_path / "run"
     result = run_cli("train", "--preset", "smoke", "--dataset", data, "--data-dir", tmp_path / "cache",
-                     "--out", out, "--epochs", "2", "--init-from", synthetic_run, "--no-evaluate")
+                     "--out", out, "--epochs", "2", "--init-from", source, "--no-evaluate")
     assert result.returncode == 0, result.stderr
     assert "head replaced for this dataset's 3 classes" in result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["init_from"]["head_replaced"] is True and config["init_from"]["source_classes"] == 4
-    assert config["config"]["init_from"] == str(synthetic_run.resolve())
+    assert config["config"]["init_from"] == str(source.resolve())
     assert json.loads((out / "metrics.json").read_text())["test"]["top1"] >= 0
 
-    # A fine-tuned run resumes like any other (more epochs, from its own last.pt).
+    # A fine-tuned run resumes like any other (more epochs, from its own last.pt), also once the
+    # model it started from is gone: everything it needs is in its checkpoint.
+    shutil.rmtree(source)
     config["config"]["epochs"] = 3
     (out / "config.json").write_text(json.dumps(config))
     result = run_cli("train", "--resume", out, "--no-evaluate", "--quiet")
@@ -80,3 +83,15 @@ def test_init_from_errors_are_clear(synthetic_run, synthetic_folder, tmp_path):
     result = run_cli(*common, "--init-from", synthetic_run, "--set", 'model_kwargs={"widths": [8, 8, 8]}')
     assert result.returncode == 2 and "--init-from brings its own network" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_the_shipped_model(synthetic_folder, tmp_path):
+    dataset = load_dataset(str(synthetic_folder), tmp_path / "cache", quiet=True)
+    _, cfg = configure_run("smoke", {"init_from": "pretrained"}, "cpu")
+    assert cfg.init_from == "pretrained"
+    trainer = Trainer(cfg, dataset, tmp_path / "run", start_runtime("cpu"), quiet=True)
+    shipped = read_model("pretrained").payload
+    state = trainer.net.state_dict()
+    assert state["head.weight"].shape[0] == 4 and shipped["weights"]["head.weight"].shape[0] == 100
+    kept = [name for name in shipped["weights"] if not name.startswith("head.")]
+    assert kept and all(torch.equal(state[name], shipped["weights"][name]) for name in kept)

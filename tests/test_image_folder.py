@@ -5,6 +5,7 @@ they share with predict/serve."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import tarfile
 import time
@@ -374,6 +375,33 @@ def test_zip_bomb_is_refused_from_its_declared_sizes(tmp_path, monkeypatch):
         load_dataset(str(archive), tmp_path / "data")
 
 
+def test_links_in_an_archive_are_a_named_error(tmp_path):
+    """GNU tar (and tarfile) store a file met twice as a hard link to the first copy: read as
+    nothing, the image would go missing and the class counts change unnoticed."""
+    root = make_folder(tmp_path / "colors")
+    os.link(root / "train" / "red" / "0.png", root / "train" / "red" / "copy.png")
+    (root / "test" / "blue" / "alias.png").symlink_to("0.png")
+    # At the top and no image: skipped as documentation, in the archive and (dangling) in the folder.
+    (root / "NOTES").symlink_to("README.md")
+    archive = tar_folder(root, tmp_path / "colors.tar.gz")
+    with pytest.raises(DatasetError) as raised:
+        load_dataset(str(archive), tmp_path / "data")
+    message = str(raised.value)
+    assert "2 archive member(s) in class folders are not regular files" in message
+    assert "test/blue/alias.png (a symbolic link to 0.png); train/red/copy.png (a hard link to train/red/0.png)" in message
+    assert "tar --hard-dereference --dereference" in message and "extract it and pass the folder" in message
+    assert cache_files(tmp_path / "data") == []
+
+    # Either fix the message names reads every image, the linked ones too.
+    dereferenced = tmp_path / "dereferenced.tar.gz"
+    with tarfile.open(dereferenced, "w:gz", dereference=True) as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    for source in (dereferenced, root):
+        dataset = load_dataset(str(source), tmp_path / "data")
+        assert (len(dataset.train), len(dataset.test)) == (13, 10)
+
+
 @pytest.mark.parametrize("name, message", [("pets.zip", "is not a zip archive"),
                                            ("pets.tar.xz", "is not an xz-compressed tar archive")])
 def test_archive_of_another_kind(tmp_path, name, message):
@@ -479,7 +507,14 @@ def break_val_and_validation(root):
     for name in ("val", "validation"):
         (root / name / "red").mkdir(parents=True)
         (root / name / "red" / "0.png").write_bytes(encode(solid(COLORS["red"]), "PNG"))
-    return r"val/ and validation/: two folders for one split; keep one of them"
+    return (r"two folders for one split: val/ and validation/ \(both name the validation split: keep the one "
+            r"that holds its images\)$")
+
+
+def break_split_folder_case(root):
+    (root / "Train" / "red").mkdir(parents=True)
+    (root / "Train" / "red" / "9.png").write_bytes(encode(solid(COLORS["red"]), "PNG"))
+    return r"two folders for one split: Train/ and train/ \(names that differ only in case: merge them into one train/ folder\)$"
 
 
 def break_val_classes(root):
@@ -505,7 +540,7 @@ def break_image_beside_splits(root):
 
 BREAKAGES = [break_empty_class, break_text_file, break_zero_bytes, break_missing_test,
              break_class_mismatch, break_loose_file, break_missing_train, break_val_and_validation,
-             break_val_classes, break_single_class, break_image_beside_splits]
+             break_split_folder_case, break_val_classes, break_single_class, break_image_beside_splits]
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=lambda f: f.__name__.removeprefix("break_"))

@@ -234,7 +234,7 @@ def classes_differ(root: Path) -> tuple[Path, str]:
 
 def val_and_validation(root: Path) -> tuple[Path, str]:
     as_splits(root, ("train", "val", "validation", "test"))
-    return root, "val/ and validation/: two folders for one split; keep one of them"
+    return root, "two folders for one split: val/ and validation/ (both name the validation split"
 
 
 def train_without_test(root: Path) -> tuple[Path, str]:

@@ -64,6 +64,21 @@ def test_float16_weights_are_half_the_size_and_measured(synthetic_run, weights, 
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
 
 
+def test_export_never_overwrites_a_folder_of_other_files(synthetic_run, tmp_path):
+    config_before = (synthetic_run / "config.json").read_bytes()
+    result = run_cli("export", synthetic_run, "--format", "safetensors", "--out", synthetic_run)
+    assert result.returncode == 2 and "already holds other files" in result.stderr
+    assert (synthetic_run / "config.json").read_bytes() == config_before
+    assert not (synthetic_run / "model.safetensors").exists()
+
+
+def test_options_may_sit_between_the_model_and_the_images(weights, synthetic_folder):
+    images = synthetic_folder / "test" / "red"
+    result = run_cli("predict", weights, "--top-k", "2", images, "--json")
+    assert result.returncode == 0, result.stderr
+    assert all(len(record["top_k"]) == 2 for record in json.loads(result.stdout)["images"])
+
+
 def test_a_damaged_or_unexpected_weights_file_is_refused(weights, tmp_path, synthetic_folder):
     damaged = tmp_path / "damaged"
     shutil.copytree(weights, damaged)
@@ -100,6 +115,26 @@ def test_weights_load_from_a_url_pinned_by_sha256_and_then_offline(weights, http
     assert not any(path.endswith("model.safetensors") for path, _ in http_server.requests[fetched:])
     http_server.stop()
     assert cifar100.load_model(url, sha256=sha256).classes == model.classes
+
+
+def test_a_failed_update_keeps_the_cached_weights(weights, http_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR100_DATA", str(tmp_path))
+    for name in ("config.json", "model.safetensors"):
+        http_server.files[f"m/{name}"] = (weights / name).read_bytes()
+    url = http_server.url("m/")
+    first = cifar100.load_model(url)  # unpinned: whatever the folder holds now
+    # The folder moves on to new weights, whose download then breaks off every time.
+    config = json.loads((weights / "config.json").read_text())
+    config["weights"] = {**config["weights"], "sha256": "a" * 64, "bytes": 10}
+    http_server.files["m/config.json"] = json.dumps(config).encode()
+    http_server.files["m/model.safetensors"] = b"0123456789"
+    http_server.truncate["m/model.safetensors"] = (3, 100)
+    with pytest.raises(DownloadError):
+        cifar100.load_model(url)
+    # The earlier, verified weights are still in the cache and load, pinned, without the server.
+    http_server.stop()
+    pinned = json.loads((weights / "config.json").read_text())["weights"]["sha256"]
+    assert cifar100.load_model(url, sha256=pinned).classes == first.classes
 
 
 def test_predict_and_export_take_a_url(weights, http_server, tmp_path, synthetic_folder):

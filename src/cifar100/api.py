@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from cifar100.data.types import DEFAULT_CENTER_CROP, DEFAULT_SPLIT_SEED, DEFAULT_TEST_SIZE
 from cifar100.errors import ConfigError, ImageError
 from cifar100.runs import RunFolder, best_epoch
 
@@ -73,8 +74,9 @@ def train(
     return run
 
 
-def load_dataset(dataset: str = "cifar100", data_dir: str | Path | None = None, *, test_size: float = 0.2,
-                 split_seed: int = 0, center_crop: bool = True):
+def load_dataset(dataset: str = "cifar100", data_dir: str | Path | None = None, *,
+                 test_size: float = DEFAULT_TEST_SIZE, split_seed: int = DEFAULT_SPLIT_SEED,
+                 center_crop: bool = DEFAULT_CENTER_CROP):
     """A dataset as training sees it: `.train` and `.test` splits of uint8 (N, 32, 32, 3)
     images with int64 labels, `.val` when an image folder has its own val/, `.classes` (and
     `.coarse_classes` for CIFAR-100). Downloaded and verified on first use, as `cifar100 data
@@ -112,12 +114,12 @@ def load_model(source: str | Path, *, sha256: str | None = None, which: str = "b
     return Model(load(source, which, "cpu", sha256=sha256), str(source))
 
 
-def load_pretrained(name: str = "cifar100-cpu") -> "Model":
+def load_pretrained() -> "Model":
     """The CIFAR-100 model that ships with the package (trained by the cpu preset; its
     README.md beside the weights says how, and its test accuracy)."""
-    from cifar100.model_files import pretrained_folder
+    from cifar100.model_files import PRETRAINED
 
-    return load_model(pretrained_folder(name))
+    return load_model(PRETRAINED)
 
 
 class Model:
@@ -165,7 +167,7 @@ def predict_images(model, images: Any, top_k: int, crop: bool | None) -> list[di
     from cifar100.data.images import to_model_input
 
     if crop is None:
-        crop = bool(model.dataset.get("center_crop", True))
+        crop = model.center_crop
     items = images if isinstance(images, (list, tuple)) else [images]
     inputs, names = [], []
     for item in items:

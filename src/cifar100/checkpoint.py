@@ -35,19 +35,25 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_torch_save(path, payload)
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str = "cpu", data: bytes | None = None) -> dict[str, Any]:
+    """The payload of the checkpoint at `path` (or of its bytes `data`, already read and
+    verified by the caller; `path` then only names it in messages)."""
+    import io
+
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
+    if data is None:
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        data = path.read_bytes()
+    if len(data) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(io.BytesIO(data)):
         # torch.save writes a zip archive; anything else is another kind of file or a cut one.
         raise CheckpointError(f"{path} is not a checkpoint file (not a PyTorch archive; truncated or another kind of file)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global that is not plain data: a file that tries to run
         # code (or was saved from arbitrary objects) ends here.

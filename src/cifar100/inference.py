@@ -59,6 +59,12 @@ class LoadedModel:
         return float(self.classifier.temperature)
 
     @property
+    def center_crop(self) -> bool:
+        """How photos become this model's 32x32 inputs: centre-cropped (True) or squashed, as its
+        training images were (image folders with center_crop=false)."""
+        return bool(self.dataset.get("center_crop", True))
+
+    @property
     def mean(self) -> list[float]:
         return self.classifier.mean.flatten().tolist()
 

@@ -15,6 +15,8 @@ one back into the same payload a checkpoint holds, so everything that loads a ch
 these too. `fetch_weights_folder` brings one from a URL into the cache: config.json first, then
 model.safetensors through the resumable download, verified against the sha256 the user gives
 (else the one config.json records, which catches a damaged transfer but not a replaced folder).
+A given sha256 pins the weights; config.json (class names, normalisation) travels with them
+and is checked only to name the same weights.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cifar100.errors import CheckpointError, DownloadError
+from cifar100.errors import CheckpointError, ConfigError, DownloadError
 from cifar100.fileio import atomic_write_bytes, write_json
 
 WEIGHTS_FILE = "model.safetensors"
@@ -52,6 +54,14 @@ def is_url(source: str | Path) -> bool:
 
 def sha256_of_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def normalise_sha256(sha256: str) -> str:
+    """A sha256 as the user gave it -> 64 lowercase hex digits, or a ConfigError for a typo."""
+    value = str(sha256).strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ConfigError(f"a sha256 is 64 hex digits, got {sha256!r}")
+    return value
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -87,13 +97,27 @@ def weights_config(payload: dict[str, Any], data: bytes, dtype: str, *, test: di
     }
 
 
+def check_output_folder(folder: str | Path) -> Path:
+    """Where a weights folder may be written: a new or empty folder, or an earlier weights
+    folder (which it replaces). Anything else, a run folder or a project, would lose files."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} exists and is not a folder: a safetensors export is a folder (--out DIR)")
+    if folder.is_dir() and any(folder.iterdir()) and not is_weights_folder(folder):
+        present = sorted(p.name for p in folder.iterdir())
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise ConfigError(
+            f"{folder} already holds other files ({shown}): a safetensors export goes into a new or empty "
+            f"folder, or replaces an earlier export; choose another --out"
+        )
+    return folder
+
+
 def write_weights_folder(folder: str | Path, data: bytes, config: dict[str, Any]) -> Path:
     """Write model.safetensors, then config.json (whose sha256 names it), then the model card;
     each atomically. A folder whose config.json is older than its weights fails verification
     rather than loading mismatched files."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise CheckpointError(f"{folder} exists and is not a folder: a safetensors export is a folder")
+    folder = check_output_folder(folder)
     atomic_write_bytes(folder / WEIGHTS_FILE, data)
     write_json(folder / CONFIG_FILE, config)
     atomic_write_bytes(folder / CARD_FILE, model_card(config).encode("utf-8"))
@@ -162,7 +186,7 @@ def read_weights_folder(folder: str | Path, sha256: str | None = None) -> dict[s
             f"{folder / WEIGHTS_FILE} has sha256 {actual}, but {CONFIG_FILE} records {recorded or 'none'}: "
             f"the file is damaged or does not belong to this config"
         )
-    if sha256 is not None and actual != sha256.strip().lower():
+    if sha256 is not None and actual != normalise_sha256(sha256):
         raise CheckpointError(f"{folder / WEIGHTS_FILE} has sha256 {actual}, not the expected {sha256}")
     return payload_of(config, data, label=str(folder / WEIGHTS_FILE))
 
@@ -204,25 +228,30 @@ def fetch_weights_folder(url: str, cache_dir: str | Path, sha256: str | None = N
     base = folder_url(url)
     key = hashlib.sha256(base.encode()).hexdigest()[:16]
     folder = Path(cache_dir).expanduser() / "models" / f"{Path(base.rstrip('/')).name or 'weights'}-{key}"
+    if sha256 is not None:
+        sha256 = normalise_sha256(sha256)
+        if _verified(folder, sha256):
+            return folder  # the pinned version is here already: no request at all
     try:
         config_bytes = fetch_small_file(base + CONFIG_FILE, MAX_CONFIG_BYTES)
-    except DownloadError:
-        if _verified(folder, sha256):
+    except DownloadError as exc:
+        if sha256 is None and _verified(folder, None):
             return folder  # fetched before: usable offline
-        raise
+        raise DownloadError(f"{exc} (a weights URL names a folder: .../, .../{CONFIG_FILE} or .../{WEIGHTS_FILE})") from None
     try:
         config = json.loads(config_bytes)
-        recorded = str(config["weights"]["sha256"]).lower()
+        recorded = normalise_sha256(config["weights"]["sha256"])
         size = int(config["weights"]["bytes"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DownloadError(f"{base + CONFIG_FILE} is not a cifar100 weights config ({exc!r})") from None
-    if sha256 is not None and recorded != sha256.strip().lower():
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise DownloadError(f"{base + CONFIG_FILE} is not a cifar100 weights config ({exc})") from None
+    if sha256 is not None and recorded != sha256:
         raise DownloadError(
             f"{base + CONFIG_FILE} describes weights with sha256 {recorded}, not the expected {sha256}; nothing was downloaded"
         )
     weights = folder / WEIGHTS_FILE
-    if not (weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == recorded):
-        weights.unlink(missing_ok=True)
+    if not (weights.is_file() and sha256_of_bytes(weights.read_bytes()) == recorded):
+        # Into weights.part, renamed over the old file only once verified: a failed download
+        # leaves the cached copy as it was.
         download_file(base + WEIGHTS_FILE, weights, recorded, algorithm="sha256", size=size, quiet=quiet)
     atomic_write_bytes(folder / CONFIG_FILE, config_bytes)
     return folder

@@ -282,7 +282,9 @@ def export_weights(
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    folder = Path(out) if out is not None else default_output(model, "safetensors")
+    from cifar100.weights import check_output_folder
+
+    folder = check_output_folder(Path(out) if out is not None else default_output(model, "safetensors"))
     payload = {
         "model": model.model_config, "classes": list(model.classes), "coarse_classes": model.coarse_classes,
         # The data dir is a path on this machine: it means nothing where the weights are shared.

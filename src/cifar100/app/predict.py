@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from cifar100.errors import ImageError
-from cifar100.data.images import DEFAULT_MAX_PIXELS, decode_image, to_model_input
+from cifar100.data.images import DEFAULT_MAX_PIXELS, decode_image, image_suffixes, to_model_input
 from cifar100.inference import LoadedModel
 
 # decode_image bounds the pixels; this bounds the bytes. A file this large is no photo (a
@@ -33,8 +33,7 @@ THUMBNAIL_SIDE = 96
 
 def readable_suffixes() -> frozenset[str]:
     """File name endings of every format this Pillow can open (not the save-only ones)."""
-    Image.init()
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    return image_suffixes()
 
 
 @dataclass

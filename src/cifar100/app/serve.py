@@ -370,7 +370,8 @@ def create_app(
     async def predict(
         request: Request,
         top_k: int = Query(5, ge=1, le=len(model.classes), description="how many classes to return"),
-        crop: bool = Query(True, description="centre-crop to a square (true) or squash the whole image (false)"),
+        crop: bool | None = Query(None, description="centre-crop to a square (true) or squash the whole image "
+                                  "(false); default: as the model's training images were prepared"),
     ) -> PredictResponse:
         if admission.admitted >= admission.capacity:
             await discard_body(request, max_upload_bytes + MULTIPART_SLACK)
@@ -387,6 +388,7 @@ def create_app(
                 raise admission.busy() from None
             try:
                 # Decoding and the forward pass are CPU work: off the event loop, so /health stays live.
+                crop = model.center_crop if crop is None else crop
                 return await asyncio.get_running_loop().run_in_executor(admission.pool, classify, data, top_k, crop)
             finally:
                 admission.semaphore.release()

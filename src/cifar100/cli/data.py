@@ -25,11 +25,11 @@ also writes DIR/stats.json and DIR/class_distribution.png.
 The data dir is --data-dir, else $CIFAR100_DATA, else ~/.cache/cifar100.
 """
 
-DATASET_HELP = ("cifar100 (default), cifar10, or the path of an image folder (<class>/*, or train/<class>/* and "
-                "test/<class>/*, with val/<class>/* optionally) or of a .tar.gz, .tar.xz or .zip of one")
-
 
 def register(subparsers) -> None:
+    from cifar100.data.image_folder import ARCHIVE_NAMES, LAYOUTS
+    from cifar100.data.types import DEFAULT_SPLIT_SEED, DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE
+
     p = subparsers.add_parser(
         "data",
         description=DESCRIPTION,
@@ -55,15 +55,18 @@ def register(subparsers) -> None:
     s = actions.add_parser("stats", help="images per class and channel mean/std for train, val and test",
                            description="Images per class (train/val/test) and per-channel mean/std; "
                            "with --out, stats.json and class_distribution.png.")
-    s.add_argument("--dataset", default="cifar100", help=DATASET_HELP)
+    s.add_argument("--dataset", default="cifar100",
+                   help=f"cifar100 (default), cifar10, or the path of an image folder ({LAYOUTS}) or of a "
+                   f"{ARCHIVE_NAMES} of one")
     _common(s)
-    s.add_argument("--val-size", type=float, default=0.1,
-                   help="images carved from train for validation: a fraction (0.1, the default) or a count (5000); "
-                   "not used when the dataset has a val/ folder")
-    s.add_argument("--test-size", type=float, default=0.2,
-                   help="images carved off a <class>/<image> folder for testing: a fraction (0.2, the default) "
-                   "or a count (500)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the carved splits (default: 0)")
+    s.add_argument("--val-size", type=float, default=DEFAULT_VAL_SIZE,
+                   help=f"images carved from train for validation: a fraction ({DEFAULT_VAL_SIZE}, the default) or "
+                   "a count (5000); not used when the dataset has a val/ folder")
+    s.add_argument("--test-size", type=float, default=DEFAULT_TEST_SIZE,
+                   help=f"images carved off a <class>/<image> folder for testing: a fraction ({DEFAULT_TEST_SIZE}, "
+                   "the default) or a count (500)")
+    s.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED,
+                   help=f"seed of the carved splits (default: {DEFAULT_SPLIT_SEED})")
     s.add_argument("--out", metavar="DIR", help="write stats.json and class_distribution.png into DIR")
     s.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of downloading when the dataset is not in the data dir")

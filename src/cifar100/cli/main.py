@@ -14,6 +14,7 @@ import sys
 import threading
 
 from cifar100 import __version__
+from cifar100.cli.model_args import expand_pretrained_flag
 from cifar100.errors import Cifar100Error
 
 COMMANDS = {
@@ -56,6 +57,7 @@ def _raise_terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv = expand_pretrained_flag(argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected if selected in COMMANDS else None)
     args = parser.parse_args(argv)

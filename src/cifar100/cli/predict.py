@@ -29,8 +29,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="cifar100 predict [options] (MODEL | --pretrained) PATH [PATH ...]",
     )
-    p.add_argument("positionals", metavar="MODEL PATH", nargs="*",
-                   help=f"MODEL: {MODEL_HELP} (left out with --pretrained); PATH: image files and/or folders of images")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image files and/or folders of images")
     add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="how many classes to show per image (default: 5)")
     fmt = p.add_mutually_exclusive_group()
@@ -51,13 +51,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cifar100.cli.model_args import model_source
     from cifar100.data.images import DEFAULT_MAX_PIXELS
     from cifar100.errors import ConfigError, ImageError
 
-    source, args.paths = model_source(args, args.positionals)
-    if not args.paths:
-        raise ConfigError("give the images to classify: one or more image files or folders (PATH ...)")
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
@@ -83,9 +79,9 @@ def run(args) -> int:
         write_json_report,
     )
 
-    model = load_model(source, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
+    model = load_model(args.model, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
     if args.crop is None:  # photos prepared as the model's training images were
-        args.crop = bool(model.dataset.get("center_crop", True))
+        args.crop = model.center_crop
     files, missing = find_images(args.paths)
     if not files:
         if len(missing) == len(args.paths):

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="cifar100 serve [options] (MODEL | --pretrained)",
     )
-    p.add_argument("positionals", metavar="MODEL", nargs="*", help=f"{MODEL_HELP} (left out with --pretrained)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -43,14 +43,11 @@ def run(args) -> int:
     import uvicorn
 
     from cifar100.app.serve import DEFAULT_QUEUE, DEFAULT_SLOTS, create_app
-    from cifar100.cli.model_args import model_source
     from cifar100.devices import resolve_device
     from cifar100.errors import ConfigError
     from cifar100.inference import load_model
 
-    source, extra = model_source(args, args.positionals)
-    if extra:
-        raise ConfigError(f"serve takes one model, got more arguments: {' '.join(extra)}")
+
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     if not args.max_upload_mb > 0:
@@ -61,7 +58,7 @@ def run(args) -> int:
         raise ConfigError(f"--slots must be at least 1, got {slots}")
     if queue < 0:
         raise ConfigError(f"--queue must be 0 or more, got {queue}")
-    model = load_model(source, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
+    model = load_model(args.model, which=args.which, device=resolve_device(args.device), sha256=args.sha256)
     app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 2**20), slots=slots, queue=queue)
     where = f"http://{args.host}:{args.port}/" if args.port else "a free port (uvicorn names it below)"
     print(f"serving {model.checkpoint_path} ({len(model.classes)} classes) on {where}; Ctrl-C stops", flush=True)

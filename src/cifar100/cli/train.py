@@ -8,6 +8,7 @@ import sys
 
 
 def register(subparsers) -> None:
+    from cifar100.data.image_folder import ARCHIVE_NAMES, LAYOUTS
     from cifar100.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from cifar100.training.presets import SETTING_NAMES, TrainConfig
 
@@ -18,9 +19,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--preset", help="a preset from `cifar100 presets` (default: fast on a GPU, cpu otherwise)")
     p.add_argument("--dataset", default="cifar100",
-                   help="cifar100 (default), cifar10, or an image folder: <class>/<image> (a test split is carved "
-                   "out, --test-size), train/<class>/<image> + test/<class>/<image> (+ val/<class>/<image>), "
-                   "as a folder or a .tar.gz, .tar.xz or .zip of one")
+                   help=f"cifar100 (default), cifar10, or an image folder, as a folder or a {ARCHIVE_NAMES} of one: "
+                   f"{LAYOUTS}; a <class>/<image> folder's test split is carved out (--test-size)")
     p.add_argument("--data-dir", help="dataset cache (default: $CIFAR100_DATA, else ~/.cache/cifar100)")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
     p.add_argument("--name", help="run name (default: <dataset>-<preset>-<timestamp>)")

@@ -4,7 +4,8 @@
 - `<class>/<image>`: one folder per class (what Keras's `image_dataset_from_directory` reads).
   The test split is carved out of it after decoding: stratified (the same share of every
   class, and every class keeps at least one training and one test image), seeded
-  (`split_seed`), `test_size` images (a fraction below 1, default 0.2, or a whole count).
+  (`split_seed`), `test_size` images (a fraction below 1, default `DEFAULT_TEST_SIZE`, or a
+  whole count).
 - `train/<class>/<image>` and `test/<class>/<image>`: the splits as given.
 - `train/`, `val/` (or `validation/`) and `test/`: the validation split is used as given,
   instead of being carved out of train/.
@@ -22,16 +23,20 @@ and zip's CRCs tell a cut-off archive from a whole one.)
   to a square (or squashed whole, `center_crop=False`) and downscaled to 32x32.
 - Files and folders whose names start with "." (.DS_Store, macOS "._" files), `__MACOSX/`,
   Thumbs.db and desktop.ini are skipped silently: operating systems put them there. So are
-  files that are not images beside the class or split folders (a README, a LICENSE.txt), and
-  folders beside train/ and test/.
+  files at the top of the dataset that are not images (a README or LICENSE.txt beside the class
+  folders of a `<class>/<image>` folder, or beside train/ and test/), and folders beside train/
+  and test/ with everything in them.
 - Everything else must be an image inside a class folder. A file that is not (a text file, a
-  zero-byte or truncated image in a class folder; an image directly in train/ or beside the
-  class folders) is an ERROR, not a warning: skipping it would quietly change the class counts
-  a model is trained and evaluated on. The error lists every such file at once, so one pass
-  fixes them.
+  zero-byte or truncated image in a class folder; an image at the top of the dataset; any file
+  directly in train/, val/ or test/, a README too, where only class folders belong) is an
+  ERROR, not a warning: skipping it would quietly change the class counts a model is trained
+  and evaluated on. The error lists every such file at once, so one pass fixes them.
+- So is an archive member in a class folder that is not a regular file: a hard link (GNU tar
+  stores a file it has already archived as a link to the first copy), a symbolic link, a
+  device. Archive with `tar --hard-dereference --dereference`, or extract it and pass the folder.
 - An empty class folder, a single class, a class too small to split (one image), train/
-  without test/, both val/ and validation/, or classes that differ between splits are errors
-  (DatasetError) too.
+  without test/, two folders for one split (val/ and validation/, or Train/ and train/), or
+  classes that differ between splits are errors (DatasetError) too.
 
 Decoding 60,000 small JPEGs takes ~15 s, so the decoded arrays are cached as an .npz under
 `<data dir>/image-folders/`, keyed by the source's path, `center_crop` and, for an archive, its
@@ -60,8 +65,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cifar100.data.images import decode_image, to_model_input
+from cifar100.data.images import decode_image, image_suffixes, to_model_input
 from cifar100.data.types import (
+    DEFAULT_CENTER_CROP,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_SIZE,
     Dataset,
     Split,
     check_size,
@@ -78,11 +86,8 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "t
 # Archive name endings and their kind; plain .tar is named so that it is refused with the reason.
 ARCHIVES = {".tar.gz": "gz", ".tgz": "gz", ".tar.xz": "xz", ".txz": "xz", ".zip": "zip"}
 ARCHIVE_SUFFIXES = tuple(ARCHIVES)
+ARCHIVE_NAMES = ", ".join(ARCHIVE_SUFFIXES[:-1]) + f" or {ARCHIVE_SUFFIXES[-1]}"  # for messages and help
 PLAIN_TAR = ".tar"
-# What a file name looks like to count as an image outside a class folder (an error there);
-# other loose files are documentation.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
-                  ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".avif", ".ico", ".jp2", ".tga"}
 IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 CACHE_FOLDER = "image-folders"
 CACHE_VERSION = 2
@@ -92,8 +97,20 @@ MAX_LISTED_PROBLEMS = 10
 # expands to many gigabytes (a gzip or zip bomb) is refused from its headers, before it is read.
 MAX_MEMBER_BYTES = 256 << 20
 MAX_ARCHIVE_BYTES = 4 << 30
-LAYOUTS = ("<class>/<image>, or train/<class>/<image> and test/<class>/<image> (with val/<class>/<image> "
-           "optionally), at the top or inside one folder")
+# The layouts in words, for messages and help (the command line's too).
+SPLIT_LAYOUT = "train/<class>/<image> and test/<class>/<image> (with val/<class>/<image> optionally)"
+LAYOUTS = f"<class>/<image>, or {SPLIT_LAYOUT}, at the top or inside one folder"
+
+
+@dataclass
+class _NotAFile:
+    """An archive member that is not a regular file (a link, a device), in place of its reader:
+    what it is, for the error that names it if it sits in a class folder."""
+
+    what: str  # "a hard link to pets/cat/1.jpg"
+
+    def __call__(self) -> bytes:
+        raise OSError(f"not a regular file but {self.what}")
 
 
 @dataclass
@@ -152,9 +169,9 @@ def load_image_folder(
     cache_dir: str | Path,
     *,
     quiet: bool = False,
-    test_size: float = 0.2,
-    split_seed: int = 0,
-    center_crop: bool = True,
+    test_size: float = DEFAULT_TEST_SIZE,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    center_crop: bool = DEFAULT_CENTER_CROP,
 ) -> Dataset:
     """Read an image-folder dataset (a folder or an archive of one), through the .npz cache kept
     in `cache_dir`. `test_size` and `split_seed` carve the test split of a `<class>/<image>`
@@ -187,7 +204,7 @@ def _check_source_kind(path: Path) -> None:
             f"make a .zip, or extract it and pass the folder"
         )
     raise DatasetError(
-        f"{path} is neither a folder nor a .tar.gz, .tgz, .tar.xz, .txz or .zip archive of one "
+        f"{path} is neither a folder nor a {ARCHIVE_NAMES} archive of one "
         f"(an image-folder dataset is {LAYOUTS})"
     )
 
@@ -212,7 +229,9 @@ def _skipped(parts: Iterable[str]) -> bool:
 
 
 def _looks_like_image(relpath: str) -> bool:
-    return PurePosixPath(relpath).suffix.lower() in IMAGE_SUFFIXES
+    """Whether a file outside a class folder is a misplaced image (an error) rather than
+    documentation (skipped), by its name."""
+    return PurePosixPath(relpath).suffix.lower() in image_suffixes()
 
 
 def _member_name(name: str) -> str | None:
@@ -273,6 +292,10 @@ def _list_compressed_tar(archive: Path, kind: str) -> tuple[list[tuple[str, Call
                         _check_member_size(archive, name, member.size, total)
                         data = tar.extractfile(member).read()
                         contents.append((name, lambda data=data: data))
+                    else:
+                        # Listed, not dropped: in a class folder it is an error (_place), since
+                        # an image stored as a link would otherwise go missing unnoticed.
+                        contents.append((name, _NotAFile(_member_kind(member))))
             # tarfile takes a cut-off header for the end of the archive and stops quietly, which
             # would lose images; gzip's length and CRC check and xz's end-of-stream check catch any
             # cut, but only when the stream is read to its end, so read the rest (the padding).
@@ -281,6 +304,14 @@ def _list_compressed_tar(archive: Path, kind: str) -> tuple[list[tuple[str, Call
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, OSError) as exc:
         raise DatasetError(f"{archive} could not be read as a tar archive ({exc})") from None
     return contents, folders
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.islnk():  # to another member: named as the members are ("./a/b" as "a/b")
+        return f"a hard link to {_member_name(member.linkname) or member.linkname}"
+    if member.issym():
+        return f"a symbolic link to {member.linkname}"
+    return "a device or FIFO"
 
 
 def _list_zip(archive: Path) -> tuple[list[tuple[str, Callable[[], bytes]]], set[str]]:
@@ -387,6 +418,7 @@ def _place(contents: list[tuple[str, Callable[[], bytes]]], folders: set[str], s
             counts.setdefault(split, {}).setdefault(parts[-1], 0)
     files: list[_File] = []
     loose: list[str] = []
+    not_files: list[str] = []
     for rel, read in contents:
         if not rel.startswith(prefix):
             continue  # a README beside the one top-level folder
@@ -400,6 +432,9 @@ def _place(contents: list[tuple[str, Callable[[], bytes]]], folders: set[str], s
         if len(parts) < depth + 1:
             loose.append(rel)  # directly in train/
             continue
+        if isinstance(read, _NotAFile):
+            not_files.append(f"{rel} ({read.what})")
+            continue
         split = split_of[parts[0]] if split_layout else "unsplit"
         class_name = parts[depth - 1]
         counts[split][class_name] += 1
@@ -410,22 +445,37 @@ def _place(contents: list[tuple[str, Callable[[], bytes]]], folders: set[str], s
             f"{source}: {len(loose)} file(s) {where}, outside any class folder (move each into its "
             f"class folder): {_listing(sorted(loose))}"
         )
+    if not_files:
+        raise DatasetError(
+            f"{source}: {len(not_files)} archive member(s) in class folders are not regular files, and "
+            f"only those are read as images: {_listing(sorted(not_files))}. GNU tar stores a file it has "
+            f"already archived as a hard link to the first copy: archive the folder again with "
+            f"`tar --hard-dereference --dereference` (every file stored as itself), or extract it and "
+            f"pass the folder"
+        )
     return _Placed(files, counts, folder_names, prefix)
 
 
 def _split_folder_names(folders: set[str], prefix: str, source: Path) -> dict[str, str]:
     """split -> the folder that holds it ("val" -> "validation"); two folders for one split
-    (val/ and validation/) are an error: which one holds the validation images is a guess."""
+    (val/ and validation/, or Train/ and train/, as an archive made on Linux can hold) are an error:
+    which one holds the split's images is a guess."""
     names: dict[str, list[str]] = {}
     for name in sorted(_children(folders, prefix)):
         if _is_split_folder(name):
             names.setdefault(SPLIT_FOLDERS[name.lower()], []).append(name)
-    doubled = [" and ".join(f"{prefix}{n}/" for n in found) for found in names.values() if len(found) > 1]
+    doubled = []
+    for split, found in names.items():
+        if len(found) > 1:
+            both = " and ".join(f"{prefix}{n}/" for n in found)
+            if len({n.lower() for n in found}) == 1:
+                doubled.append(f"{both} (names that differ only in case: merge them into one "
+                               f"{prefix}{found[0].lower()}/ folder)")
+            else:
+                what = {"val": "validation"}.get(split, split)
+                doubled.append(f"{both} (both name the {what} split: keep the one that holds its images)")
     if doubled:
-        raise DatasetError(
-            f"{source}: {_listing(doubled)}: two folders for one split; keep one of them "
-            f"(val/ or validation/ holds the validation images)"
-        )
+        raise DatasetError(f"{source}: two folders for one split: {_listing(doubled)}")
     return {split: found[0] for split, found in names.items()}
 
 
@@ -462,7 +512,7 @@ def _check_splits_present(placed: _Placed, source: Path) -> None:
     if not counts.get("train"):
         raise DatasetError(
             f"{source}: no {prefix}train/ split (or it has no class folders); a split layout is "
-            f"train/<class>/<image> and test/<class>/<image>, with val/<class>/<image> optionally"
+            f"{SPLIT_LAYOUT}"
         )
     if not counts.get("test"):
         raise DatasetError(
@@ -548,8 +598,11 @@ def _source_key(path: Path, center_crop: bool) -> str:
     else:
         for folder, _, names in sorted(os.walk(path)):
             for name in sorted(names):
-                st = os.stat(os.path.join(folder, name))
-                digest.update(f"|{os.path.relpath(os.path.join(folder, name), path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+                file = os.path.join(folder, name)
+                # A dangling symbolic link has no target to stat; its own entry stands for it (and
+                # in a class folder it is reported unreadable when decoded).
+                st = os.stat(file) if os.path.exists(file) else os.lstat(file)
+                digest.update(f"|{os.path.relpath(file, path)}|{st.st_size}|{st.st_mtime_ns}".encode())
             digest.update(f"|dir:{os.path.relpath(folder, path)}".encode())
     return digest.hexdigest()
 

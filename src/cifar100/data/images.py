@@ -131,6 +131,14 @@ def too_many_pixels(exc: Exception, max_pixels: int | None = None) -> str:
     return f"too many pixels to decode safely: its header claims {claimed:,}, more than the limit of {limit:,}; resize it first"
 
 
+def image_suffixes() -> frozenset[str]:
+    """File name endings (".jpg", lower-case) of every format this Pillow can open, not the
+    save-only ones: what makes a file in a folder look like an image to `predict` and to the
+    image-folder reader. Not cached: a plugin registered later (pillow-heif) adds its own."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
 @functools.cache
 def _decodable_formats() -> tuple[str, ...]:
     Image.init()  # registers every plugin, so the list is complete

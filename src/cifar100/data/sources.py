@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from cifar100.data.cifar_archives import archive_spec, load_cifar
-from cifar100.data.image_folder import is_image_folder_source, load_image_folder
-from cifar100.data.types import Dataset
+from cifar100.data.image_folder import ARCHIVE_NAMES, LAYOUTS, is_image_folder_source, load_image_folder
+from cifar100.data.types import DEFAULT_CENTER_CROP, DEFAULT_SPLIT_SEED, DEFAULT_TEST_SIZE, Dataset
 from cifar100.errors import ConfigError
 
 DATA_DIR_ENV = "CIFAR100_DATA"
@@ -28,9 +28,9 @@ def load_dataset(
     download: bool = True,
     quiet: bool = False,
     *,
-    test_size: float = 0.2,
-    split_seed: int = 0,
-    center_crop: bool = True,
+    test_size: float = DEFAULT_TEST_SIZE,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    center_crop: bool = DEFAULT_CENTER_CROP,
 ) -> Dataset:
     """The dataset named by `spec`: "cifar100" (default), "cifar10", or the path of an image
     folder or an archive of one (see image_folder.py). Archives are downloaded (unless
@@ -46,8 +46,7 @@ def load_dataset(
     if not is_image_folder_source(path):
         raise ConfigError(
             f"unknown dataset {spec!r}: use cifar100, cifar10, or the path of an image folder "
-            f"(<class>/<image>, or train/<class>/<image> and test/<class>/<image>, with val/<class>/<image> "
-            f"optionally) or of a .tar.gz, .tar.xz or .zip of one"
+            f"({LAYOUTS}) or of a {ARCHIVE_NAMES} of one"
             + ("" if path.exists() else f" ({path} does not exist)")
         )
     return load_image_folder(path, data_dir, quiet=quiet, test_size=test_size, split_seed=split_seed,
@@ -64,8 +63,14 @@ def load_recorded_dataset(
     spec = info.get("spec")
     if not spec:
         raise ConfigError("the run's dataset info does not say which dataset it was trained on (no spec)")
+
+    def recorded(key: str, default: Any) -> Any:
+        value = info.get(key)
+        return default if value is None else value
+
     return load_dataset(
         spec, data_dir, download=download, quiet=quiet,
-        test_size=info.get("test_size", 0.2), split_seed=int(info.get("split_seed") or 0),
-        center_crop=bool(info.get("center_crop", True)),
+        test_size=recorded("test_size", DEFAULT_TEST_SIZE),
+        split_seed=int(recorded("split_seed", DEFAULT_SPLIT_SEED)),
+        center_crop=bool(recorded("center_crop", DEFAULT_CENTER_CROP)),
     )

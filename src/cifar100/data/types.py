@@ -4,11 +4,20 @@ labels per split, plus the operations on it that do not care where it came from.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from cifar100.errors import ConfigError
+
+# The split options' defaults, one set for every entry point (TrainConfig, load_dataset, the
+# command line, a run recorded before the options were): they all carve the same splits.
+DEFAULT_VAL_SIZE = 0.1  # of CIFAR-100's 50,000 training images, the usual 5,000
+DEFAULT_TEST_SIZE = 0.2  # carved off a <class>/<image> folder, which has no test/ of its own
+DEFAULT_SPLIT_SEED = 0
+DEFAULT_CENTER_CROP = True  # an image folder's photos are centre-cropped, as `predict` crops
 
 
 @dataclass
@@ -115,19 +124,29 @@ def stratified_split(split: Split, count: int, seed: int = 0, *, keep_one_each: 
     return split.subset(np.flatnonzero(rest)), split.subset(taken)
 
 
-def split_train_val(train: Split, val_size: float, seed: int = 0) -> tuple[Split, Split]:
+def split_train_val(train: Split, val_size: float, seed: int = DEFAULT_SPLIT_SEED) -> tuple[Split, Split]:
     """Carve a stratified validation split off the training set (the same share of every
     class), seeded, so model selection never looks at the test set. `val_size`: a fraction
     below 1 (0.1) or a whole count (5000); 0 gives an empty validation split."""
     return stratified_split(train, split_count(val_size, len(train), "validation size"), seed)
 
 
-def training_splits(dataset: Dataset, val_size: float, split_seed: int) -> tuple[Split, Split]:
+def print_warning(message: str) -> None:
+    print(f"cifar100: warning: {message}", file=sys.stderr)
+
+
+def training_splits(
+    dataset: Dataset, val_size: float, split_seed: int, *, warn: Callable[[str], None] | None = print_warning
+) -> tuple[Split, Split]:
     """A run's training and validation images: the dataset's own validation split when it has
     one (an image folder's val/; val_size is then not used), else `val_size` carved off its
     training images. Training, evaluation and `cifar100 data stats` all ask here, so they
-    always see the same split."""
+    always see the same split. A val_size other than the default that the val/ folder makes
+    unused is told to `warn` (one line on stderr; None: not told)."""
     if dataset.val is not None:
+        if warn is not None and val_size != DEFAULT_VAL_SIZE:
+            warn(f"val_size {_shown(val_size)} is not used: the dataset {dataset.name!r} has its own val/ "
+                 f"(or validation/) folder, which is the validation split")
         return dataset.train, dataset.val
     return split_train_val(dataset.train, val_size, split_seed)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifar100.data.types import Dataset, Split, training_splits
+from cifar100.data.types import DEFAULT_SPLIT_SEED, Dataset, Split, training_splits
 from cifar100.errors import CheckpointError, DatasetError
 from cifar100.evaluation.gradcam import grad_cam
 from cifar100.evaluation.metrics import SplitMetrics, split_metrics, superclass_order
@@ -57,9 +57,21 @@ def check_same_classes(model: LoadedModel, dataset: Dataset) -> None:
 
 def train_val_splits(model: LoadedModel, dataset: Dataset) -> tuple[Split, Split | None]:
     """The run's own training and validation images: the split it selected its checkpoint on,
-    chosen as training chose it (`training_splits`); no validation split when the run used none."""
+    chosen as training chose it (`training_splits`); no validation split when the run used none.
+    A dataset that gained or lost its val/ folder since training is a DatasetError: carving
+    another split would give numbers on images the run never selected its checkpoint on."""
     info = model.dataset
-    train, val = training_splits(dataset, float(info.get("val_size") or 0), int(info.get("split_seed") or 0))
+    recorded, now = info.get("val_from"), dataset.val_from
+    if recorded in ("folder", "train") and recorded != now:
+        had, has = ("its own val/ folder", "none") if recorded == "folder" else ("no val/ folder", "one")
+        raise DatasetError(
+            f"{model.checkpoint_path} was trained on {dataset.spec or dataset.name!r} when it had {had}, and "
+            f"now it has {has}: the dataset changed since training. Evaluate it on the data it was trained on"
+        )
+    seed = info.get("split_seed")
+    # warn=None: a val_size the val/ folder leaves unused was reported when the run trained.
+    train, val = training_splits(dataset, float(info.get("val_size") or 0),
+                                 DEFAULT_SPLIT_SEED if seed is None else int(seed), warn=None)
     return train, (val if len(val) else None)
 
 

@@ -13,15 +13,13 @@ from typing import Any
 from torch import nn
 
 from cifar100.errors import ConfigError
-from cifar100.model_files import ModelSource, pretrained_folder, read_model
-
-PRETRAINED = "pretrained"  # --init-from pretrained: the model shipped with the package
+from cifar100.model_files import ModelSource, read_model
 
 
 def read_init_source(init_from: str, quiet: bool = True) -> ModelSource:
-    """The trained model `init_from` names: a run folder, checkpoint, weights folder, URL, or
-    "pretrained"."""
-    return read_model(pretrained_folder() if init_from == PRETRAINED else init_from, "best", quiet=quiet)
+    """The trained model `init_from` names: a run folder (its best.pt), checkpoint, weights
+    folder, URL, or "pretrained"."""
+    return read_model(init_from, "best", quiet=quiet)
 
 
 def architecture_of(source: ModelSource) -> tuple[str, dict[str, Any]]:

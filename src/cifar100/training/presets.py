@@ -9,7 +9,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cifar100.data.types import check_size
+from cifar100.data.types import (
+    DEFAULT_CENTER_CROP,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_SIZE,
+    DEFAULT_VAL_SIZE,
+    check_size,
+)
 from cifar100.devices import PRECISION_CHOICES
 from cifar100.errors import ConfigError
 
@@ -82,12 +88,12 @@ class TrainConfig:
     cutmix_alpha: float = 0.0
     # Data and run. A split size is a fraction below 1 (0.1) or a whole count (5000); 0.1 of
     # CIFAR-100's 50,000 training images is the same 5,000-image split as the count 5000.
-    val_size: float = 0.1  # carved off the training images, unless the dataset has a val/ folder
-    test_size: float = 0.2  # carved off a <class>/<image> folder, which has no test/ of its own
+    val_size: float = DEFAULT_VAL_SIZE  # carved off the training images, unless the dataset has a val/ folder
+    test_size: float = DEFAULT_TEST_SIZE  # carved off a <class>/<image> folder, which has no test/ of its own
     # An image folder's photos that are not 32x32: centre-cropped to a square, then downscaled
     # (as `predict` does); False squashes the whole photo (as `predict --no-crop`).
-    center_crop: bool = True
-    split_seed: int = 0  # the carved splits' seed, fixed so seeds compare on the same split
+    center_crop: bool = DEFAULT_CENTER_CROP
+    split_seed: int = DEFAULT_SPLIT_SEED  # the carved splits' seed, fixed so seeds compare on the same split
     seed: int = 0
     # Start from a trained model (training/finetune.py): a run folder, checkpoint, weights folder,
     # URL, or "pretrained"; its network replaces `model`/`model_kwargs`. "" = from scratch.

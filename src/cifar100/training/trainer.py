@@ -38,8 +38,8 @@ from cifar100.runs import RunFolder, default_run_name, selection_score
 from cifar100.training.calibration import fit_temperature
 from cifar100.training.models import check_model_settings, count_parameters, create_model
 from cifar100.training.optim import EMA, LearningRate, Lookahead, build_optimizer
-from cifar100.training.finetune import PRETRAINED, architecture_of, load_initial_weights, read_init_source
-from cifar100.weights import is_url
+from cifar100.model_files import recorded_source
+from cifar100.training.finetune import architecture_of, load_initial_weights, read_init_source
 from cifar100.training.presets import TrainConfig, configure, default_preset, get_preset, settings_to_fields
 from cifar100.training.runtime import Runtime, compile_or_eager, start_runtime
 
@@ -133,9 +133,10 @@ class Trainer:
         data_dir: str | None = None,
         quiet: bool = False,
         command: str = "",
-        resume: bool = False,
+        resume: dict[str, Any] | None = None,
         on_epoch: Callable[["Trainer", dict[str, float]], None] | None = None,
     ):
+        # resume: the last.pt payload a resumed run continues from (load_train_state applies it).
         self.on_epoch = on_epoch  # called on rank 0 after each epoch's files are written
         self.cfg, self.dataset, self.rt, self.quiet = cfg.validate(), dataset, runtime, quiet
         self.run = RunFolder(Path(run_dir))
@@ -151,10 +152,13 @@ class Trainer:
         if len(train) < cfg.batch_size * runtime.world_size and len(train) > 0:
             # A batch larger than the data would make every epoch a single partial step.
             cfg = self.cfg = cfg.with_overrides(batch_size=max(1, len(train) // runtime.world_size))
-        # A fine-tuned run normalises with the statistics the source's features were learned under
-        # (on --resume too, so the loaders match the weights).
-        init_source = read_init_source(cfg.init_from, quiet=quiet) if cfg.init_from else None
-        if init_source is not None:
+        # The normalisation: a resumed run's own (in its checkpoint, whatever became of the model
+        # it started from); a fine-tuned run's source's, the statistics its features were
+        # learned under; else this training split's.
+        init_source = read_init_source(cfg.init_from, quiet=quiet) if cfg.init_from and resume is None else None
+        if resume is not None:
+            self.mean, self.std = list(resume["normalization"]["mean"]), list(resume["normalization"]["std"])
+        elif init_source is not None:
             norm = init_source.payload["normalization"]
             self.mean, self.std = list(norm["mean"]), list(norm["std"])
         else:
@@ -183,7 +187,7 @@ class Trainer:
         self.model_spec = {"arch": cfg.model, "kwargs": {**cfg.model_kwargs, "num_classes": dataset.num_classes}}
         net = create_model(cfg.model, **self.model_spec["kwargs"])
         self.init = None  # what --init-from loaded, for config.json
-        if init_source is not None and not resume:
+        if init_source is not None:
             replaced = load_initial_weights(net, init_source, dataset.classes)
             self.init = {"source": cfg.init_from, "weights": str(init_source.path),
                          "source_classes": len(init_source.payload["classes"]), "head_replaced": replaced}
@@ -192,7 +196,7 @@ class Trainer:
                         else "all of it, head included (same classes)")
                 print(f"starting from {cfg.init_from} ({len(init_source.payload['classes'])} classes): {head}",
                       file=sys.stderr, flush=True)
-        if getattr(net, "whiten", None) is not None and not resume and not cfg.init_from:
+        if getattr(net, "whiten", None) is not None and resume is None and not cfg.init_from:
             # Fitted on batches made exactly as training makes them (the loader's normalisation).
             sample = train.subset(np.arange(min(5000, len(train))))
             net.whiten.fit(next(DeviceLoader(sample, 5000, torch.device("cpu"), self.mean, self.std).epoch()).inputs)
@@ -483,21 +487,28 @@ class Trainer:
 
 
 def source_commit() -> str | None:
-    """The git commit of the code doing the training, when it runs from a git checkout (an
-    editable install): part of a run's provenance, and of the weights exported from it."""
+    """The git commit of the code doing the training, when it runs from a checkout of this
+    project (an editable install): part of a run's provenance, and of the weights exported from
+    it. An installed package inside some other repository (a venv in a user's project) has none."""
     import subprocess
 
-    package = Path(__file__).resolve().parent
-    try:
-        result = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5)
-        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+    package = Path(__file__).resolve().parents[1]  # src/cifar100
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() / "src" / "cifar100" != package:
         return None
-    if result.returncode != 0:
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
         return None
-    return result.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(package))
+    return commit + ("-dirty" if dirty else "")
 
 
 def configure_run(preset: str | None, settings: dict[str, Any], device: str = "auto") -> tuple[str, TrainConfig]:
@@ -514,9 +525,7 @@ def configure_run(preset: str | None, settings: dict[str, Any], device: str = "a
         if chosen:
             raise ConfigError(f"--init-from brings its own network; drop the {' and '.join(sorted(chosen))} setting")
         arch, kwargs = architecture_of(read_init_source(cfg.init_from))
-        # A local path is recorded absolute, so --resume finds it from any folder.
-        init_from = cfg.init_from if is_url(cfg.init_from) or cfg.init_from == PRETRAINED else str(Path(cfg.init_from).resolve())
-        cfg = dataclasses.replace(cfg, model=arch, model_kwargs=kwargs, init_from=init_from)
+        cfg = dataclasses.replace(cfg, model=arch, model_kwargs=kwargs, init_from=recorded_source(cfg.init_from))
     check_model_settings(cfg.model, cfg.model_kwargs)
     return preset, cfg
 
@@ -573,9 +582,10 @@ def resume(
     data_dir = data_dir or run.data_dir()
     with _runtime(device) as runtime:
         dataset = dataset or _load(saved["dataset"], data_dir, quiet, runtime)
+        last = load_checkpoint(run.last, map_location="cpu")
         trainer = Trainer(cfg, dataset, run.root, runtime, preset=saved.get("preset", "custom"), data_dir=data_dir,
-                          quiet=quiet, command=saved.get("command", ""), resume=True, on_epoch=on_epoch)
-        trainer.load_train_state(load_checkpoint(run.last, map_location="cpu"))
+                          quiet=quiet, command=saved.get("command", ""), resume=last, on_epoch=on_epoch)
+        trainer.load_train_state(last)
         if trainer.start_epoch > cfg.epochs and not quiet and runtime.is_main:
             print(f"{run.root} already finished all {cfg.epochs} epochs", file=sys.stderr)
         return _finish(trainer, dataset, data_dir, test_best)
