@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from run_fixtures import serve_process
+from run_fixtures import run_cli, serve_process
 from test_predict import png_with_header_only
 
 from cifar100.data.images import decode_image, to_model_input
@@ -162,3 +162,17 @@ def test_openapi_schema_documents_the_api(client):
     assert "image/*" in content and "application/octet-stream" in content
     assert {"200", "400", "413", "415", "422"} <= set(predict["responses"])
     assert {p["name"] for p in predict["parameters"]} == {"top_k", "crop"}
+
+
+def test_a_model_trained_on_squashed_photos_squashes_by_default(synthetic_folder, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train", "--preset", "smoke", "--dataset", synthetic_folder, "--data-dir", tmp_path / "cache",
+                     "--out", run, "--epochs", "1", "--no-evaluate", "--quiet", "--set", "center_crop=false")
+    assert result.returncode == 0, result.stderr
+    photo = io.BytesIO()
+    Image.new("RGB", (96, 48), (200, 30, 30)).save(photo, format="PNG")
+    with serve_process(run) as (base, _, _):
+        page = httpx.get(f"{base}/", timeout=30).text
+        answer = httpx.post(f"{base}/predict", files={"file": ("wide.png", photo.getvalue(), "image/png")}, timeout=60)
+    assert '<input id="crop" type="checkbox">' in page  # the page's box starts unticked
+    assert answer.status_code == 200 and answer.json()["crop"] is False

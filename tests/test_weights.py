@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 
 import httpx
@@ -140,7 +141,7 @@ def test_a_failed_update_keeps_the_cached_weights(weights, http_server, tmp_path
 def test_predict_and_export_take_a_url(weights, http_server, tmp_path, synthetic_folder):
     for name in ("config.json", "model.safetensors"):
         http_server.files[f"w/{name}"] = (weights / name).read_bytes()
-    env = {**__import__("os").environ, "CIFAR100_DATA": str(tmp_path / "cache")}
+    env = {**os.environ, "CIFAR100_DATA": str(tmp_path / "cache")}
     result = run_cli("predict", http_server.url("w/model.safetensors"), synthetic_folder / "test" / "blue", env=env)
     assert result.returncode == 0, result.stderr
     assert "PASSED" in result.stdout
@@ -160,3 +161,12 @@ def test_not_a_weights_folder_is_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a cifar100 weights config"):
         load_model(tmp_path)
+
+
+def test_evaluating_a_weights_folder_writes_into_the_current_folder(weights, tmp_path):
+    before = sorted(p.name for p in weights.iterdir())
+    env = {**os.environ, "CIFAR100_DATA": str(tmp_path / "cache")}
+    result = run_cli("evaluate", weights, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / f"{weights.name}-evaluation" / "metrics.json").is_file()
+    assert sorted(p.name for p in weights.iterdir()) == before  # the shared folder stays as it was

@@ -58,6 +58,14 @@ class LoadedModel:
         """The logits' divisor fitted on the validation split (1.0: not calibrated)."""
         return float(self.classifier.temperature)
 
+    def derived_path(self, suffix: str) -> Path:
+        """Where something made from a model outside a run folder goes by default: beside its
+        checkpoint file; for a weights folder (the package's own, or a download in the cache,
+        neither of them the user's to write into), in the current folder."""
+        if self.weights_config is not None:
+            return Path.cwd() / f"{self.checkpoint_path.parent.name}{suffix}"
+        return self.checkpoint_path.with_name(self.checkpoint_path.stem + suffix)
+
     @property
     def center_crop(self) -> bool:
         """How photos become this model's 32x32 inputs: centre-cropped (True) or squashed, as its

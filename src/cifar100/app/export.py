@@ -79,14 +79,11 @@ class ExportResult:
 
 def default_output(model: LoadedModel, fmt: str) -> Path:
     """runs/<name>/export/model.onnx (or export/weights/ for safetensors) for a run folder;
-    beside the file for a checkpoint; in the current folder for a weights folder (which may be
-    the package's own, or a download in the cache)."""
-    name = "weights" if fmt == "safetensors" else f"model{FORMATS[fmt]}"
+    otherwise where `LoadedModel.derived_path` puts things made from a model."""
+    suffix = "-weights" if fmt == "safetensors" else FORMATS[fmt]
     if model.run_dir is not None:
-        return model.run_dir / "export" / name
-    if model.weights_config is not None:
-        return Path.cwd() / (model.checkpoint_path.parent.name + ("-weights" if fmt == "safetensors" else FORMATS[fmt]))
-    return model.checkpoint_path.with_name(model.checkpoint_path.stem + ("-weights" if fmt == "safetensors" else FORMATS[fmt]))
+        return model.run_dir / "export" / ("weights" if fmt == "safetensors" else f"model{suffix}")
+    return model.derived_path(suffix)
 
 
 def sidecar_path(model_path: Path) -> Path:

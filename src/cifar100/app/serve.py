@@ -298,6 +298,8 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    if not model.center_crop:  # the page's crop box starts as the model's training images were made
+        page = page.replace('<input id="crop" type="checkbox" checked>', '<input id="crop" type="checkbox">')
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:

@@ -201,10 +201,11 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def default_output_dir(model: LoadedModel) -> Path:
-    """A run folder holds its own evaluation; a bare checkpoint gets a sibling folder."""
+    """A run folder holds its own evaluation; a bare checkpoint gets a sibling folder, a weights
+    folder one in the current folder."""
     if model.run_dir is not None:
         return model.run_dir
-    return model.checkpoint_path.parent / f"{model.checkpoint_path.stem}-evaluation"
+    return model.derived_path("-evaluation")
 
 
 def evaluate_run(
