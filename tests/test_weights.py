@@ -170,3 +170,27 @@ def test_evaluating_a_weights_folder_writes_into_the_current_folder(weights, tmp
     assert result.returncode == 0, result.stderr
     assert (tmp_path / f"{weights.name}-evaluation" / "metrics.json").is_file()
     assert sorted(p.name for p in weights.iterdir()) == before  # the shared folder stays as it was
+
+
+def test_concurrent_fetches_download_the_weights_once(weights, http_server, tmp_path):
+    # As torchrun's processes would, each reading the same --init-from URL.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cifar100.weights import fetch_weights_folder
+
+    for name in ("config.json", "model.safetensors"):
+        http_server.files[f"c/{name}"] = (weights / name).read_bytes()
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: fetch_weights_folder(http_server.url("c/"), tmp_path, quiet=True), range(4)))
+    assert len(set(folders)) == 1
+    assert sum(path.endswith("model.safetensors") for path, _ in http_server.requests) == 1
+
+
+def test_a_server_sending_more_than_the_declared_bytes_is_cut_off(weights, http_server, tmp_path):
+    from cifar100.weights import fetch_weights_folder
+
+    http_server.files["big/config.json"] = (weights / "config.json").read_bytes()
+    http_server.files["big/model.safetensors"] = (weights / "model.safetensors").read_bytes() * 3
+    with pytest.raises(DownloadError, match="sent more than the"):
+        fetch_weights_folder(http_server.url("big/"), tmp_path, quiet=True)
+    assert not list(tmp_path.rglob("model.safetensors*"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +224,16 @@ def folder_url(url: str) -> str:
 def fetch_weights_folder(url: str, cache_dir: str | Path, sha256: str | None = None, *, quiet: bool = False) -> Path:
     """A weights folder at `url`, downloaded into `cache_dir/models/` (or found there from an
     earlier fetch) and verified. `sha256`: what model.safetensors must hash to."""
-    from cifar100.data.download import download_file, fetch_small_file
-
     base = folder_url(url)
     key = hashlib.sha256(base.encode()).hexdigest()[:16]
     folder = Path(cache_dir).expanduser() / "models" / f"{Path(base.rstrip('/')).name or 'weights'}-{key}"
+    with _one_fetch_at_a_time(folder):
+        return _fetch_into(folder, base, sha256, quiet)
+
+
+def _fetch_into(folder: Path, base: str, sha256: str | None, quiet: bool) -> Path:
+    from cifar100.data.download import download_file, fetch_small_file
+
     if sha256 is not None:
         sha256 = normalise_sha256(sha256)
         if _verified(folder, sha256):
@@ -252,9 +258,28 @@ def fetch_weights_folder(url: str, cache_dir: str | Path, sha256: str | None = N
     if not (weights.is_file() and sha256_of_bytes(weights.read_bytes()) == recorded):
         # Into weights.part, renamed over the old file only once verified: a failed download
         # leaves the cached copy as it was.
-        download_file(base + WEIGHTS_FILE, weights, recorded, algorithm="sha256", size=size, quiet=quiet)
+        download_file(base + WEIGHTS_FILE, weights, recorded, algorithm="sha256", size=size, max_bytes=size,
+                      quiet=quiet)
     atomic_write_bytes(folder / CONFIG_FILE, config_bytes)
     return folder
+
+
+@contextmanager
+def _one_fetch_at_a_time(folder: Path):
+    """Processes fetching into the same cache folder take turns (torchrun starts one per GPU,
+    each reading --init-from): the first downloads, the others then find its verified copy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock; there a concurrent fetch repeats the download
+        yield
+        return
+    with open(folder / ".fetching", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _verified(folder: Path, sha256: str | None) -> bool:

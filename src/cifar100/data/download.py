@@ -66,6 +66,7 @@ def download_file(
     *,
     algorithm: str = "md5",
     size: int | None = None,
+    max_bytes: int | None = None,
     quiet: bool = False,
     attempts: int = 3,
     timeout: float = 60.0,
@@ -74,6 +75,8 @@ def download_file(
     """Download `url` to `dest` and verify its `algorithm` (md5, sha256) checksum; returns `dest`.
 
     `size` (expected bytes, optional) only improves the progress bar and the error message.
+    `max_bytes`: a server that sends more than this is cut off (the checksum only speaks at the
+    end, and a file of known length has no business being longer).
     `attempts`: requests in all while failures are of the kind a retry may fix (a transfer
     that breaks off, a timeout, HTTP 5xx); between them we wait `retry_wait`, doubling."""
     dest = Path(dest)
@@ -87,7 +90,7 @@ def download_file(
         attempt += 1
         resumed_from = part.stat().st_size if part.exists() else 0
         try:
-            _transfer(url, part, resumed_from, size=size, quiet=quiet, timeout=timeout)
+            _transfer(url, part, resumed_from, size=size, quiet=quiet, timeout=timeout, max_bytes=max_bytes)
         except _TransientError as exc:
             last_problem = str(exc)
             if attempt < attempts:
@@ -130,7 +133,8 @@ def fetch_small_file(url: str, limit: int, *, timeout: float = 60.0) -> bytes:
     return data
 
 
-def _transfer(url: str, part: Path, offset: int, *, size: int | None, quiet: bool, timeout: float) -> None:
+def _transfer(url: str, part: Path, offset: int, *, size: int | None, quiet: bool, timeout: float,
+              max_bytes: int | None = None) -> None:
     """One HTTP request: append to `part` from `offset` (or rewrite it from byte 0 when the
     server does not honour the Range). Raises _TransientError for what a retry may fix."""
     headers = {"User-Agent": USER_AGENT}
@@ -179,9 +183,14 @@ def _transfer(url: str, part: Path, offset: int, *, size: int | None, quiet: boo
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if max_bytes is not None and start + received > max_bytes:
+                        break
             except (OSError, http.client.HTTPException) as exc:
                 # A server that stops early shows up as IncompleteRead or a connection reset.
                 raise _TransientError(f"the transfer broke off after {start + received:,} bytes ({exc})") from None
+    if max_bytes is not None and start + received > max_bytes:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url} sent more than the {max_bytes:,} bytes the file has; stopped and deleted it")
     if length and length.isdigit() and received < int(length):
         raise _TransientError(f"the server sent {received:,} of {int(length):,} bytes")
 
