@@ -159,3 +159,19 @@ def test_serve_load_answers_every_request_200_or_503_on_a_tiny_scale(smoke_run):
         assert (r["5xx"], r["dropped"], r["other 4xx"]) == ("0", "0", "0"), r
         assert int(r["200"]) + int(r["503"]) == sent and int(r["200"]) > 0, r
         assert number(r["peak"]) >= number(r["RSS before"]) > 0
+
+
+def test_finetune_compares_scratch_and_fine_tuned_runs(synthetic_run, synthetic_folder, tmp_path):
+    import tarfile
+
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(synthetic_folder / split, arcname=split)
+    out = ok("finetune.py", "--init-from", synthetic_run, "--archive", archive, "--per-class", 40, "--seeds", 0,
+             "--preset", "smoke", "--work", tmp_path / "work")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| from scratch", f"| fine-tuned from {synthetic_run}"]
+    # 40 training images per class went into the folder (smoke holds out 100 for validation).
+    assert len(list((tmp_path / "work" / "cifar10-40-per-class" / "train").rglob("*.png"))) == 4 * 40
+    assert (tmp_path / "work" / "finetune-s0" / "config.json").is_file()

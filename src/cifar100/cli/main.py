@@ -24,7 +24,7 @@ COMMANDS = {
     "evaluate": "metrics, figures and an HTML report for a run or checkpoint",
     "compare": "overlay the histories and headline numbers of several runs",
     "predict": "classify your own images with a trained model",
-    "export": "export a trained model to ONNX or TorchScript",
+    "export": "export a trained model to ONNX, TorchScript, or a safetensors weights folder to share",
     "serve": "a web page and JSON API to try a trained model",
 }
 

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip the figures and report at the end")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to RUN/tensorboard/ (per-epoch losses, accuracies, LR; then the test metrics and "
-                   "figures): view with `tensorboard --logdir runs`; needs pip install 'cifar100[tensorboard]'")
+                   "figures): view with `tensorboard --logdir runs`; needs pip install tensorboard")
     p.add_argument("--tta", action="store_true",
                    help="the final evaluation also reports test-time augmentation (as `evaluate --tta`), "
                    "in the same process: no second start-up and dataset load")

@@ -13,7 +13,7 @@ import numpy as np
 from cifar100.errors import ConfigError
 
 LOG_FOLDER = "tensorboard"
-INSTALL_HINT = "pip install 'cifar100[tensorboard]' (or pip install tensorboard)"
+INSTALL_HINT = "pip install tensorboard (in a checkout: pip install -e \".[tensorboard]\")"
 
 # history.csv's columns under the tags TensorBoard groups into cards (loss/, accuracy/).
 EPOCH_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
