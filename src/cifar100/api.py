@@ -122,7 +122,42 @@ def load_pretrained() -> "Model":
     return load_model(PRETRAINED)
 
 
-class Model:
+class _Predicts:
+    """`predict` for whatever holds a trained model as `self.model` (an inference.LoadedModel):
+    a `Model`, and a `Run` (its best.pt)."""
+
+    model: Any
+
+    def predict(self, images: Any, top_k: int = 5, crop: bool | None = None) -> list[dict[str, Any]]:
+        """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
+        of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
+        prepared as `cifar100 predict` prepares them: 32x32, centre-cropped unless crop=False (the
+        default follows the model's training images: squashed for center_crop=false)."""
+        from PIL import Image
+
+        from cifar100.data.images import to_model_input
+
+        model = self.model
+        if crop is None:
+            crop = model.center_crop
+        items = images if isinstance(images, (list, tuple)) else [images]
+        inputs, names = [], []
+        for item in items:
+            for name, image in _images_of(item, Image):
+                inputs.append(to_model_input(image, size=32, crop=crop))
+                names.append(name)
+        if not inputs:
+            raise ImageError("no images to predict")
+        probabilities = model.probabilities(np.stack(inputs))
+        k = min(top_k, len(model.classes))
+        results = []
+        for name, probs in zip(names, probabilities):
+            order = np.argsort(-probs, kind="stable")[:k]
+            results.append({"image": name, "top_k": [(model.classes[i], float(probs[i])) for i in order]})
+        return results
+
+
+class Model(_Predicts):
     """A trained model ready for predictions on your images."""
 
     def __init__(self, loaded, source: str):
@@ -146,43 +181,11 @@ class Model:
         accuracy = f", test top-1 {test['top1']:.2%}" if test.get("top1") is not None else ""
         return f"Model({self.source!r}: {self.model.model_config.get('arch')}, {len(self.classes)} classes{accuracy})"
 
-    def predict(self, images: Any, top_k: int = 5, crop: bool | None = None) -> list[dict[str, Any]]:
-        """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
-        of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
-        prepared as `cifar100 predict` prepares them: 32x32, centre-cropped unless crop=False (the
-        default follows the model's training images: squashed for center_crop=false)."""
-        return predict_images(self.model, images, top_k, crop)
-
     def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
         """Export as `cifar100 export` does (onnx, torchscript or safetensors); returns the path."""
         from cifar100.app.export import export_run
 
         return export_run(self.source, format, out, dtype=dtype).path
-
-
-def predict_images(model, images: Any, top_k: int, crop: bool | None) -> list[dict[str, Any]]:
-    """`Run.predict` and `Model.predict`: top-k (class, probability) pairs per image."""
-    from PIL import Image
-
-    from cifar100.data.images import to_model_input
-
-    if crop is None:
-        crop = model.center_crop
-    items = images if isinstance(images, (list, tuple)) else [images]
-    inputs, names = [], []
-    for item in items:
-        for name, image in _images_of(item, Image):
-            inputs.append(to_model_input(image, size=32, crop=crop))
-            names.append(name)
-    if not inputs:
-        raise ImageError("no images to predict")
-    probabilities = model.probabilities(np.stack(inputs))
-    k = min(top_k, len(model.classes))
-    results = []
-    for name, probs in zip(names, probabilities):
-        order = np.argsort(-probs, kind="stable")[:k]
-        results.append({"image": name, "top_k": [(model.classes[i], float(probs[i])) for i in order]})
-    return results
 
 
 def _images_of(item: Any, Image) -> Iterable[tuple[str, Any]]:
@@ -205,7 +208,7 @@ def _images_of(item: Any, Image) -> Iterable[tuple[str, Any]]:
         raise ImageError(f"cannot read an image from a {type(item).__name__}: give a path, a PIL image or an array")
 
 
-class Run:
+class Run(_Predicts):
     """A run folder: its history, numbers and figures, and its model for predictions. Every
     figure method returns a matplotlib Figure (a notebook shows it inline; `fig.savefig(...)`
     writes it)."""
@@ -289,13 +292,6 @@ class Run:
         return load_model(self.path, "best", "cpu")
 
     # -- predictions on the user's images ----------------------------------------------------
-
-    def predict(self, images: Any, top_k: int = 5, crop: bool | None = None) -> list[dict[str, Any]]:
-        """Top-k classes with calibrated probabilities for each image: a path (a file or a folder
-        of them), a PIL image, a uint8 array (H, W, 3), or a list of these. Photos are
-        prepared as `cifar100 predict` prepares them: 32x32, centre-cropped unless crop=False (the
-        default follows the model's training images: squashed for center_crop=false)."""
-        return predict_images(self.model, images, top_k, crop)
 
     def export(self, format: str = "onnx", out: str | Path | None = None, dtype: str = "float32") -> Path:
         """Export best.pt as `cifar100 export` does: ONNX or TorchScript (checked against

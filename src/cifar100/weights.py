@@ -178,6 +178,13 @@ def read_weights_folder(folder: str | Path, sha256: str | None = None) -> dict[s
     against the sha256 in config.json and, if given, against `sha256`. Floating-point weights
     come back as float32 whatever they were stored as."""
     folder = Path(folder)
+    config, data = _checked_files(folder, sha256)
+    return payload_of(config, data, label=str(folder / WEIGHTS_FILE))
+
+
+def _checked_files(folder: Path, sha256: str | None) -> tuple[dict[str, Any], bytes]:
+    """config.json and the bytes of model.safetensors, once they hash as config.json records
+    (and as `sha256`, if given); else a CheckpointError."""
     config = read_weights_config(folder)
     data = (folder / WEIGHTS_FILE).read_bytes()
     actual = sha256_of_bytes(data)
@@ -189,7 +196,7 @@ def read_weights_folder(folder: str | Path, sha256: str | None = None) -> dict[s
         )
     if sha256 is not None and actual != normalise_sha256(sha256):
         raise CheckpointError(f"{folder / WEIGHTS_FILE} has sha256 {actual}, not the expected {sha256}")
-    return payload_of(config, data, label=str(folder / WEIGHTS_FILE))
+    return config, data
 
 
 def payload_of(config: dict[str, Any], data: bytes, label: str = WEIGHTS_FILE) -> dict[str, Any]:
@@ -283,10 +290,11 @@ def _one_fetch_at_a_time(folder: Path):
 
 
 def _verified(folder: Path, sha256: str | None) -> bool:
+    """A cached folder whose weights hash as they should (parsing them is the reader's job)."""
     if not is_weights_folder(folder):
         return False
     try:
-        read_weights_folder(folder, sha256)
+        _checked_files(folder, sha256)
     except CheckpointError:
         return False
     return True
